@@ -1,0 +1,220 @@
+//! A connection's unsent frames.
+//!
+//! Frames are `Bytes`: a broadcast frame is one allocation shared by every subscriber's outbox,
+//! so queueing it costs a reference-count increment. The head frame may be partly written;
+//! `head_sent` says how much. An empty outbox holds no heap memory (idle connections stay small).
+//!
+//! ```text
+//!  frames:  [ frame0 ............ ][ frame1 ... ][ frame2 ..... ]
+//!            ^-- head_sent --^ next byte to write
+//!  queued_bytes = total length - head_sent
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use bytes::Bytes;
+
+/// Frames handed to one `writev` at most (Linux IOV_MAX is 1024).
+pub const MAX_IOV: usize = 64;
+
+/// Unsent frames of one connection.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: VecDeque<Bytes>,
+    head_sent: usize,
+    queued_bytes: usize,
+}
+
+impl Outbox {
+    /// Appends a frame (shared, not copied).
+    pub fn push(&mut self, frame: Bytes) {
+        self.queued_bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes not yet written to the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Drops every frame not yet started, keeping a partly written head frame so the byte stream
+    /// stays valid; used before a close frame is queued to a slow consumer.
+    pub fn truncate_unstarted(&mut self) {
+        let keep = usize::from(self.head_sent > 0);
+        self.frames.truncate(keep);
+        self.queued_bytes = self.frames.front().map_or(0, |f| f.len() - self.head_sent);
+        self.release_if_empty();
+    }
+
+    /// Writes as much as `write` accepts, up to [`MAX_IOV`] frames per call, until the outbox is
+    /// empty (`Ok(true)`) or the socket would block (`Ok(false)`).
+    pub fn flush_with<W>(&mut self, mut write: W) -> io::Result<bool>
+    where
+        W: FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    {
+        while !self.frames.is_empty() {
+            let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
+                let start = if i == 0 { self.head_sent } else { 0 };
+                iov[n] = IoSlice::new(&f[start..]);
+                n += 1;
+            }
+            match write(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.consume(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Marks `n` bytes written.
+    fn consume(&mut self, mut n: usize) {
+        self.queued_bytes -= n.min(self.queued_bytes);
+        while n > 0 {
+            let Some(head) = self.frames.front() else {
+                break;
+            };
+            let left = head.len() - self.head_sent;
+            if n >= left {
+                n -= left;
+                self.frames.pop_front();
+                self.head_sent = 0;
+            } else {
+                self.head_sent += n;
+                n = 0;
+            }
+        }
+        self.release_if_empty();
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.frames.is_empty() {
+            self.head_sent = 0;
+            if self.frames.capacity() > 8 {
+                self.frames = VecDeque::new();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that accepts at most `cap` bytes per call and records them.
+    fn writer<'a>(
+        sink: &'a mut Vec<u8>,
+        cap: usize,
+    ) -> impl FnMut(&[IoSlice<'_>]) -> io::Result<usize> + 'a {
+        move |iov| {
+            let mut n = 0;
+            for s in iov {
+                let take = (cap - n).min(s.len());
+                sink.extend_from_slice(&s[..take]);
+                n += take;
+                if n == cap {
+                    break;
+                }
+            }
+            if n == 0 {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        }
+    }
+
+    #[test]
+    fn partial_writes_keep_byte_order() {
+        let mut o = Outbox::default();
+        let frames: Vec<Bytes> = (0..10u8).map(|i| Bytes::from(vec![i; 7])).collect();
+        for f in &frames {
+            o.push(f.clone());
+        }
+        assert_eq!(o.queued_bytes(), 70);
+        let mut sink = Vec::new();
+        assert!(o.flush_with(writer(&mut sink, 5)).unwrap());
+        assert!(o.is_empty());
+        assert_eq!(o.queued_bytes(), 0);
+        assert_eq!(sink, frames.concat());
+    }
+
+    #[test]
+    fn would_block_leaves_tail_queued() {
+        let mut o = Outbox::default();
+        o.push(Bytes::from_static(b"hello"));
+        o.push(Bytes::from_static(b"world"));
+        let mut calls = 0;
+        let done = o
+            .flush_with(|_iov| {
+                calls += 1;
+                if calls == 1 {
+                    Ok(3)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+            })
+            .unwrap();
+        assert!(!done);
+        assert_eq!(o.queued_bytes(), 7);
+        let mut sink = Vec::new();
+        assert!(o.flush_with(writer(&mut sink, 100)).unwrap());
+        assert_eq!(sink, b"loworld");
+    }
+
+    #[test]
+    fn truncate_keeps_started_head_only() {
+        let mut o = Outbox::default();
+        o.push(Bytes::from_static(b"abcdef"));
+        o.push(Bytes::from_static(b"ghi"));
+        let mut first = true;
+        let _ = o.flush_with(|_| {
+            if first {
+                first = false;
+                Ok(2)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        });
+        o.truncate_unstarted();
+        assert_eq!(o.queued_bytes(), 4);
+        let mut sink = Vec::new();
+        assert!(o.flush_with(writer(&mut sink, 100)).unwrap());
+        assert_eq!(sink, b"cdef");
+
+        let mut o = Outbox::default();
+        o.push(Bytes::from_static(b"abc"));
+        o.truncate_unstarted();
+        assert!(o.is_empty());
+        assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn shared_frames_are_not_copied() {
+        let frame = Bytes::from(vec![1u8; 1000]);
+        let mut a = Outbox::default();
+        let mut b = Outbox::default();
+        a.push(frame.clone());
+        b.push(frame.clone());
+        let mut ptrs = Vec::new();
+        let _ = a.flush_with(|iov| {
+            ptrs.push(iov[0].as_ptr());
+            Ok(iov[0].len())
+        });
+        let _ = b.flush_with(|iov| {
+            ptrs.push(iov[0].as_ptr());
+            Ok(iov[0].len())
+        });
+        assert_eq!(ptrs[0], frame.as_ptr());
+        assert_eq!(ptrs[1], frame.as_ptr());
+    }
+}

@@ -1,0 +1,183 @@
+//! `/api/*`: publish, broadcast, send, stats, channels (PROTOCOL.md §7, §8). Every request needs
+//! the API key. Handlers parse and validate, then call `crate::publish`, the one publish path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::{error, json_response, Resp};
+use crate::error::ApiError;
+use crate::protocol::{DirectMessage, PublishRequest};
+use crate::server::{key_matches, Shared};
+
+/// Largest accepted request body (PROTOCOL.md §7).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Routes an authenticated `/api/*` request.
+pub async fn handle(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Resp {
+    match dispatch(shared, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let (status, code) = e.status_and_code();
+            if status.is_server_error() || status == StatusCode::UNAUTHORIZED {
+                tracing::info!("api request refused: {e}");
+            } else {
+                tracing::debug!("api request refused: {e}");
+            }
+            error(status, code, e)
+        }
+    }
+}
+
+async fn dispatch(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Result<Resp, ApiError> {
+    if !authorized(req.headers(), &shared.api_key) {
+        return Err(ApiError::Unauthorized);
+    }
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::POST, "/api/publish") => {
+            let mut body = read_body(req).await?;
+            let publish = PublishRequest::parse(&mut body)?;
+            let results = crate::publish::publish(shared, publish)
+                .await
+                .map_err(|_| ApiError::Unavailable)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "results": results }),
+            ))
+        }
+        (Method::POST, "/api/broadcast") => {
+            let mut body = read_body(req).await?;
+            let msg = DirectMessage::parse_broadcast(&mut body)?;
+            direct(shared, None, msg).await
+        }
+        (Method::POST, "/api/send") => {
+            let mut body = read_body(req).await?;
+            let msg = DirectMessage::parse_send(&mut body)?;
+            if msg.channel.is_some() {
+                return Ok(error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "not_implemented",
+                    "per-user channels (\"channel\" in /api/send, PROTOCOL.md §9) are not available in this version",
+                ));
+            }
+            let user = msg.user_id.clone();
+            direct(shared, user, msg).await
+        }
+        (Method::GET, "/api/stats") => stats(shared).await,
+        (Method::GET, "/api/channels") => channels(shared).await,
+        (_, p) if p.starts_with("/api/history/") || p.starts_with("/api/presence/") => Ok(error(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "history and presence (PROTOCOL.md §10) are not available in this version",
+        )),
+        (_, "/api/publish" | "/api/broadcast" | "/api/send" | "/api/stats" | "/api/channels") => {
+            Err(ApiError::MethodNotAllowed)
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+async fn direct(
+    shared: &Arc<Shared>,
+    user_id: Option<String>,
+    msg: DirectMessage,
+) -> Result<Resp, ApiError> {
+    let data = Value::Object(msg.data);
+    let n = crate::publish::direct(
+        shared,
+        user_id,
+        &msg.event_type,
+        &data,
+        msg.message_id.as_deref(),
+    )
+    .await
+    .map_err(|_| ApiError::Unavailable)?;
+    Ok(json_response(StatusCode::OK, &json!({ "recipients": n })))
+}
+
+async fn stats(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
+    let mut snaps = crate::publish::snapshots(shared)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    snaps.sort_by_key(|s| s.shard);
+    let users: HashSet<&str> = snaps
+        .iter()
+        .flat_map(|s| s.users.iter().map(|u| &**u))
+        .collect();
+    let channels: HashSet<&str> = snaps
+        .iter()
+        .flat_map(|s| s.channels.iter().map(|(c, _)| &**c))
+        .collect();
+    let t = shared.metrics.totals();
+    let body = json!({
+        "connections": snaps.iter().map(|s| s.connections).sum::<u64>(),
+        "users": users.len(),
+        "channels": channels.len(),
+        "shards": snaps.iter().map(|s| json!({"id": s.shard, "connections": s.connections})).collect::<Vec<_>>(),
+        "messages_published": t.messages_published,
+        "messages_delivered": t.messages_delivered,
+        "slow_consumer_disconnects": t.slow_consumer_disconnects,
+        "heartbeat_expiries": t.heartbeat_expiries,
+        "rate_limited_upgrades": t.rate_limited_upgrades,
+        "uptime_seconds": shared.metrics.uptime_seconds(),
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn channels(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
+    let snaps = crate::publish::snapshots(shared)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let mut merged: BTreeMap<&str, u64> = BTreeMap::new();
+    for s in &snaps {
+        for (c, n) in &s.channels {
+            *merged.entry(c).or_default() += n;
+        }
+    }
+    let list: Vec<Value> = merged
+        .into_iter()
+        .map(|(c, n)| json!({ "channel": c, "subscribers": n }))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "channels": list })))
+}
+
+/// `Authorization: Bearer KEY` or `X-API-Key: KEY`.
+fn authorized(headers: &http::HeaderMap, key: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let x_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    bearer.or(x_key).is_some_and(|k| key_matches(k.trim(), key))
+}
+
+/// The whole body, refusing more than 1 MiB before reading it when Content-Length says so.
+async fn read_body(req: http::Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::TooLarge);
+    }
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::TooLarge
+            } else {
+                ApiError::Body(e.to_string())
+            }
+        })?;
+    let bytes: Bytes = body.to_bytes();
+    Ok(bytes.to_vec())
+}

@@ -1,0 +1,208 @@
+//! `GET /ws…`: route → handshake checks → origin → rate limit → 101, then the upgraded socket
+//! is registered on this shard and driven by `conn::driver`.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{error, Resp};
+use crate::error::handshake_status;
+use crate::handshake::{self, HandshakeError};
+use crate::protocol::is_valid_channel;
+use crate::shard::{ConnParams, Shard};
+
+/// Channels a WebSocket path subscribes to on connect (PROTOCOL.md §2); None: no such path.
+pub fn path_channels(path: &str) -> Option<Vec<String>> {
+    let general = |c: &str| Some(vec![c.to_owned()]);
+    match path {
+        "/ws" => Some(Vec::new()),
+        "/ws/games" => general("games"),
+        "/ws/odds" => general("odds"),
+        "/ws/predictions" => general("predictions"),
+        p => {
+            let id = p.strip_prefix("/ws/game/")?;
+            let channels = vec![
+                format!("game_{id}"),
+                format!("odds_{id}"),
+                format!("predictions_{id}"),
+            ];
+            (!id.is_empty() && channels.iter().all(|c| is_valid_channel(c))).then_some(channels)
+        }
+    }
+}
+
+/// Query parameters of an upgrade request.
+#[derive(Default)]
+struct Query {
+    user_id: Option<String>,
+    api_key: Option<String>,
+    token: bool,
+}
+
+fn query(uri: &http::Uri) -> Query {
+    let mut q = Query::default();
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match &*k {
+            "user_id" if !v.is_empty() => q.user_id = Some(v.into_owned()),
+            "api_key" => q.api_key = Some(v.into_owned()),
+            "token" => q.token = true,
+            _ => {}
+        }
+    }
+    q
+}
+
+/// Answers an upgrade request and, on success, spawns the connection.
+pub fn upgrade(
+    cell: Rc<RefCell<Shard>>,
+    peer: SocketAddr,
+    mut req: http::Request<Incoming>,
+) -> Resp {
+    let Some(channels) = path_channels(req.uri().path()) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such WebSocket endpoint",
+        );
+    };
+    let (shared, shard_id, draining) = {
+        let s = cell.borrow();
+        (s.shared.clone(), s.id, s.is_draining())
+    };
+    let accept = match handshake::check(
+        req.method(),
+        req.version(),
+        req.headers(),
+        &shared.config.allowed_origins,
+    ) {
+        Ok(a) => a,
+        Err(e) => return refuse(peer, &e),
+    };
+    let q = query(req.uri());
+    if q.token {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "token authentication (PROTOCOL.md §9) is not available in this version",
+        );
+    }
+    if let Some(limiter) = &shared.conn_limiter {
+        if let Err(wait) = limiter.lock().check(peer.ip(), Instant::now()) {
+            shared.metrics.shard(shard_id).rate_limited_upgrades.inc();
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return refuse(
+                peer,
+                &HandshakeError::RateLimited {
+                    retry_after_secs: secs.max(1),
+                },
+            );
+        }
+    }
+    if draining {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "server is shutting down",
+        );
+    }
+    let header_key = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let can_publish = q
+        .api_key
+        .as_deref()
+        .or(header_key.as_deref())
+        .is_some_and(|k| crate::server::key_matches(k, &shared.api_key));
+    let params = ConnParams {
+        channels,
+        user_id: q.user_id,
+        can_publish,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::task::spawn_local(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%peer, "upgrade failed: {e}");
+                return;
+            }
+        };
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::error!("upgraded connection is not a TcpStream");
+                return;
+            }
+        };
+        let stream = parts.io.into_inner();
+        let (key, io) = cell.borrow_mut().register(stream, params);
+        crate::conn::driver::drive(cell, key, io, parts.read_buf).await;
+    });
+    let mut resp = Response::new(Full::default());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+/// The HTTP answer to a refused upgrade, with the headers RFC 6455 / RFC 9110 ask for.
+fn refuse(peer: SocketAddr, e: &HandshakeError) -> Resp {
+    tracing::info!(%peer, "upgrade refused: {e}");
+    let status = handshake_status(e);
+    let code = match e {
+        HandshakeError::RateLimited { .. } => "rate_limited",
+        HandshakeError::OriginNotAllowed => "forbidden_origin",
+        _ => "bad_handshake",
+    };
+    let mut resp = error(status, code, e);
+    let h = resp.headers_mut();
+    match e {
+        HandshakeError::UnsupportedVersion | HandshakeError::NotUpgrade => {
+            h.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        HandshakeError::RateLimited { retry_after_secs } => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        _ => {}
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_channels() {
+        assert_eq!(path_channels("/ws"), Some(vec![]));
+        assert_eq!(path_channels("/ws/odds"), Some(vec!["odds".to_string()]));
+        assert_eq!(
+            path_channels("/ws/game/7"),
+            Some(vec![
+                "game_7".into(),
+                "odds_7".into(),
+                "predictions_7".into()
+            ])
+        );
+        assert_eq!(path_channels("/ws/game/"), None);
+        assert_eq!(path_channels("/ws/game/a b"), None);
+        assert_eq!(path_channels("/ws/nope"), None);
+    }
+}

@@ -1,0 +1,687 @@
+//! A shard: one OS thread, one current-thread event loop, and the connections it accepted.
+//!
+//! Invariants:
+//! - Everything in [`Shard`] is touched only by its own thread (it sits in an `Rc<RefCell>`;
+//!   no borrow is held across an `.await`). Slab keys and `ChannelId`s are valid only here.
+//! - Other shards reach it only through its inbox ([`mesh`]); the per-message path takes no lock
+//!   shared with another shard.
+//! - Every operation that queues frames ends with [`Shard::flush_dirty`]: each touched connection
+//!   gets one vectored write of everything it has pending, so a batch of N messages costs one
+//!   syscall per connection rather than N.
+//! - Heartbeat expiry is a timer wheel; a frame from the client only stamps `last_seen`, and the
+//!   timer re-arms itself from that stamp when it fires (at most one wheel operation per timeout
+//!   period per connection, never a scan of all connections).
+
+pub mod listener;
+pub mod mesh;
+pub mod runtime;
+mod session;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use slab::Slab;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::codec;
+use crate::conn::outbox::Outbox;
+use crate::conn::{Conn, ConnIo, Phase, Subscription};
+use crate::error::CloseReason;
+use crate::protocol::OutMessage;
+use crate::registry::Registry;
+use crate::server::Shared;
+use crate::timer::TimerWheel;
+use mesh::{ChannelMessage, DirectMessage, SequenceJob, ShardMsg, ShardSnapshot};
+
+/// Size of the shard-wide read buffer every connection reads through.
+const SCRATCH: usize = 64 * 1024;
+
+/// What a timer carries: the slab key and the connection id (a key may be reused).
+#[derive(Debug, Clone, Copy)]
+struct TimerRef {
+    key: usize,
+    conn_id: u64,
+}
+
+/// Shard-local state. See the module docs for the invariants.
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    conns: Slab<Conn>,
+    registry: Registry,
+    wheel: TimerWheel<TimerRef>,
+    /// Last offset this shard has seen per channel (from the owner's in-order `Deliver`s), so a
+    /// subscribe reply's offset is exactly the one before the next message it will get.
+    tails: HashMap<Arc<str>, u64>,
+    /// Last offset assigned, for channels this shard owns.
+    offsets: HashMap<Arc<str>, u64>,
+    users: HashMap<Box<str>, Vec<usize>>,
+    dirty: Vec<usize>,
+    scratch: Vec<u8>,
+    next_seq: u64,
+    draining: bool,
+    /// Signalled when the last connection is removed while draining.
+    pub drained: Rc<Notify>,
+    /// Publish times of messages fanned out in the current batch (latency histogram).
+    pending_latency: Vec<Instant>,
+    expired: Vec<TimerRef>,
+    this: Weak<RefCell<Shard>>,
+}
+
+/// What the driver should do after a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Keep reading when readable.
+    Continue,
+    /// Stop reading: the peer closed its side, errored, or broke the protocol.
+    Stop,
+}
+
+/// Parameters of a new WebSocket connection, decided at the upgrade.
+pub struct ConnParams {
+    pub channels: Vec<String>,
+    pub user_id: Option<String>,
+    pub can_publish: bool,
+}
+
+impl Shard {
+    /// A shard with no connections, wrapped for sharing among this thread's tasks.
+    pub fn new_cell(id: usize, shared: Arc<Shared>) -> Rc<RefCell<Shard>> {
+        let tick = wheel_tick(shared.config.heartbeat_timeout);
+        let span = shared
+            .config
+            .heartbeat_timeout
+            .max(shared.config.heartbeat_interval);
+        let slots = (span.as_nanos() / tick.as_nanos().max(1)) as usize + 2;
+        Rc::new_cyclic(|this| {
+            RefCell::new(Shard {
+                id,
+                shared,
+                conns: Slab::new(),
+                registry: Registry::new(),
+                wheel: TimerWheel::new(tick, slots, Instant::now()),
+                tails: HashMap::new(),
+                offsets: HashMap::new(),
+                users: HashMap::new(),
+                dirty: Vec::new(),
+                scratch: vec![0; SCRATCH],
+                next_seq: 0,
+                draining: false,
+                drained: Rc::new(Notify::new()),
+                pending_latency: Vec::new(),
+                expired: Vec::new(),
+                this: this.clone(),
+            })
+        })
+    }
+
+    fn metrics(&self) -> &crate::metrics::ShardMetrics {
+        self.shared.metrics.shard(self.id)
+    }
+
+    /// Timer-wheel slot width.
+    pub fn tick(&self) -> Duration {
+        self.wheel.tick()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Registers an upgraded socket: slab entry, auto-subscriptions, heartbeat timer, and
+    /// `connection_ack` as the first frame. Returns the key and the socket for the driver.
+    pub fn register(&mut self, stream: TcpStream, params: ConnParams) -> (usize, Rc<ConnIo>) {
+        let now = Instant::now();
+        let io = Rc::new(ConnIo {
+            stream,
+            wake: Notify::new(),
+        });
+        self.next_seq += 1;
+        let conn_id = ((self.id as u64) << 48) | self.next_seq;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        entry.insert(Conn {
+            id: conn_id,
+            io: io.clone(),
+            user_id: params.user_id.map(String::into_boxed_str),
+            subs: Vec::new(),
+            has_filters: false,
+            can_publish: params.can_publish,
+            last_seen: now,
+            pinged: false,
+            timer: None,
+            out: Outbox::default(),
+            dirty: false,
+            phase: Phase::Open,
+        });
+        let first = now + self.first_timer_delay();
+        let timer = self.wheel.arm(first, TimerRef { key, conn_id });
+        if let Some(c) = self.conns.get_mut(key) {
+            c.timer = Some(timer);
+            if let Some(u) = &c.user_id {
+                self.users.entry(u.clone()).or_default().push(key);
+            }
+        }
+        for ch in &params.channels {
+            self.add_subscription(key, ch, None);
+        }
+        let ack = self.connection_ack(key, &params.channels);
+        self.queue(key, ack);
+        self.metrics().connections.inc();
+        (key, io)
+    }
+
+    fn first_timer_delay(&self) -> Duration {
+        let c = &self.shared.config;
+        c.heartbeat_interval.min(c.heartbeat_timeout)
+    }
+
+    /// Drops the slab record; called only by the connection's driver when it ends.
+    pub fn remove(&mut self, key: usize) {
+        self.detach(key);
+        if self.conns.try_remove(key).is_some() {
+            self.metrics().connections.dec();
+        }
+        if self.draining && self.conns.is_empty() {
+            self.drained.notify_one();
+        }
+    }
+
+    /// Takes a connection out of every bitset, the user index and the wheel. Idempotent.
+    fn detach(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let subs = std::mem::take(&mut conn.subs);
+        conn.has_filters = false;
+        let timer = conn.timer.take();
+        let user = conn.user_id.clone();
+        let channels: Vec<_> = subs.iter().map(|s| s.channel).collect();
+        self.registry.remove_connection(key, &channels);
+        if let Some(t) = timer {
+            self.wheel.cancel(t);
+        }
+        if let Some(u) = user {
+            if let Some(keys) = self.users.get_mut(&u) {
+                keys.retain(|&k| k != key);
+                if keys.is_empty() {
+                    self.users.remove(&u);
+                }
+            }
+        }
+    }
+
+    /// Queues `frame` to `key` and marks it for the end-of-batch flush.
+    fn queue(&mut self, key: usize, frame: Bytes) {
+        if let Some(c) = self.conns.get_mut(key) {
+            c.out.push(frame);
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Starts the close handshake with `reason`. Idempotent; only an `Open` connection closes.
+    pub fn close(&mut self, key: usize, reason: CloseReason) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        tracing::debug!(
+            shard = self.id,
+            conn = conn.public_id(),
+            code = reason.code(),
+            "closing: {}",
+            reason.text()
+        );
+        self.detach(key);
+        let peer_closed = matches!(reason, CloseReason::Echo(_));
+        let frame = match reason {
+            CloseReason::Echo(0) => codec::empty_close_frame(),
+            r => codec::close_frame(r.code(), r.text()),
+        };
+        if let Some(conn) = self.conns.get_mut(key) {
+            if reason == CloseReason::SlowConsumer {
+                conn.out.truncate_unstarted();
+            }
+            conn.phase = Phase::Closing {
+                peer_closed,
+                since: Instant::now(),
+            };
+            conn.io.wake.notify_one();
+        }
+        self.queue(key, frame);
+    }
+
+    /// Reads what the socket has (through the shard's scratch buffer), decodes it and handles
+    /// every complete event. Ends with a flush.
+    pub fn on_readable(&mut self, key: usize, decoder: &mut codec::Decoder) -> ReadOutcome {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let outcome = self.read_into(key, decoder, &mut scratch);
+        self.scratch = scratch;
+        self.flush_dirty();
+        outcome
+    }
+
+    fn read_into(
+        &mut self,
+        key: usize,
+        decoder: &mut codec::Decoder,
+        scratch: &mut [u8],
+    ) -> ReadOutcome {
+        // Bounded so one busy client can't starve the rest of the shard.
+        for _ in 0..16 {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return ReadOutcome::Stop;
+            };
+            let n = match conn.io.stream.try_read(scratch) {
+                Ok(0) => return ReadOutcome::Stop,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return ReadOutcome::Continue
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Stop,
+            };
+            if self.on_bytes(key, decoder, &scratch[..n]) == ReadOutcome::Stop {
+                return ReadOutcome::Stop;
+            }
+        }
+        ReadOutcome::Continue
+    }
+
+    /// Feeds bytes from the client to its decoder and handles every complete event. Used for
+    /// socket reads and for bytes hyper had already buffered past the upgrade request.
+    pub fn on_bytes(
+        &mut self,
+        key: usize,
+        decoder: &mut codec::Decoder,
+        bytes: &[u8],
+    ) -> ReadOutcome {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return ReadOutcome::Stop;
+        };
+        conn.last_seen = Instant::now();
+        conn.pinged = false;
+        decoder.feed(bytes);
+        loop {
+            match decoder.next_event() {
+                Ok(Some(ev)) => {
+                    if self.on_event(key, ev) == ReadOutcome::Stop {
+                        return ReadOutcome::Stop;
+                    }
+                }
+                Ok(None) => return ReadOutcome::Continue,
+                Err(e) => {
+                    tracing::info!(shard = self.id, "closing connection on bad frame: {e}");
+                    self.close(key, CloseReason::from(&e));
+                    return ReadOutcome::Stop;
+                }
+            }
+        }
+    }
+
+    /// Handles one decoded frame from the client.
+    fn on_event(&mut self, key: usize, ev: codec::Event) -> ReadOutcome {
+        let phase = match self.conns.get(key) {
+            Some(c) => c.phase,
+            None => return ReadOutcome::Stop,
+        };
+        match ev {
+            codec::Event::Close(frame) => {
+                match phase {
+                    Phase::Open => {
+                        let code = frame.map_or(0, |f| f.code);
+                        self.close(key, CloseReason::Echo(code));
+                    }
+                    Phase::Closing { since, .. } => {
+                        if let Some(c) = self.conns.get_mut(key) {
+                            c.phase = Phase::Closing {
+                                peer_closed: true,
+                                since,
+                            };
+                            c.io.wake.notify_one();
+                        }
+                    }
+                }
+                ReadOutcome::Stop
+            }
+            // Data after our close frame is read and ignored (RFC 6455 §1.4).
+            _ if phase != Phase::Open => ReadOutcome::Continue,
+            codec::Event::Ping(payload) => {
+                self.queue(key, codec::pong_frame(&payload));
+                ReadOutcome::Continue
+            }
+            codec::Event::Pong(_) => ReadOutcome::Continue,
+            codec::Event::Text(text) => {
+                self.on_text(key, text);
+                ReadOutcome::Continue
+            }
+            codec::Event::Binary(_) => {
+                self.reply_error(
+                    key,
+                    crate::protocol::ErrorCode::InvalidMessage,
+                    "binary messages are not supported; send JSON text".into(),
+                    None,
+                );
+                ReadOutcome::Continue
+            }
+        }
+    }
+
+    /// Writes pending frames of every connection touched since the last flush: one vectored
+    /// write each; what the socket does not take stays queued for the driver's writable wait.
+    pub fn flush_dirty(&mut self) {
+        let limit = self.shared.config.send_queue_bytes;
+        while let Some(key) = self.dirty.pop() {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            let drained = flush_conn(conn);
+            let closing = conn.phase != Phase::Open;
+            match drained {
+                Ok(true) => {
+                    if closing {
+                        conn.io.wake.notify_one();
+                    }
+                }
+                Ok(false) => {
+                    if !closing && conn.out.queued_bytes() > limit {
+                        tracing::info!(
+                            shard = self.id,
+                            conn = conn.public_id(),
+                            queued = conn.out.queued_bytes(),
+                            "slow consumer: send queue over --send-queue-bytes"
+                        );
+                        self.metrics().slow_consumer_disconnects.inc();
+                        self.close(key, CloseReason::SlowConsumer);
+                    } else {
+                        conn.io.wake.notify_one();
+                    }
+                }
+                Err(_) => {
+                    // The peer is gone; the driver sees the error on its next read and ends.
+                    conn.out = Outbox::default();
+                    conn.io.wake.notify_one();
+                }
+            }
+        }
+        if !self.pending_latency.is_empty() {
+            let now = Instant::now();
+            let h = &self.shared.metrics.shard(self.id).publish_to_write;
+            for t in self.pending_latency.drain(..) {
+                h.observe(now.saturating_duration_since(t).as_secs_f64());
+            }
+        }
+    }
+
+    /// Called by the driver when the socket became writable.
+    pub fn on_writable(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+        self.flush_dirty();
+    }
+
+    /// What the driver should wait for: (want_write, phase).
+    pub fn interest(&self, key: usize) -> Option<(bool, Phase)> {
+        self.conns.get(key).map(|c| (!c.out.is_empty(), c.phase))
+    }
+
+    /// Advances the heartbeat wheel: pings connections silent for `heartbeat-interval`, closes
+    /// those silent for `heartbeat-timeout` with 4001, re-arms the rest from their `last_seen`.
+    pub fn on_tick(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.advance(now, &mut expired);
+        let interval = self.shared.config.heartbeat_interval;
+        let timeout = self.shared.config.heartbeat_timeout;
+        for t in expired.drain(..) {
+            let Some(conn) = self.conns.get_mut(t.key) else {
+                continue;
+            };
+            if conn.id != t.conn_id || conn.phase != Phase::Open {
+                continue;
+            }
+            conn.timer = None;
+            let silent = now.saturating_duration_since(conn.last_seen);
+            if silent >= timeout {
+                self.metrics().heartbeat_expiries.inc();
+                self.close(t.key, CloseReason::HeartbeatTimeout);
+                continue;
+            }
+            let mut ping = false;
+            if silent >= interval && !conn.pinged {
+                conn.pinged = true;
+                ping = true;
+            }
+            let next = if conn.pinged {
+                conn.last_seen + timeout
+            } else {
+                conn.last_seen + interval.min(timeout)
+            };
+            conn.timer = Some(self.wheel.arm(next, t));
+            if ping {
+                self.queue(t.key, codec::ping_frame(b""));
+            }
+        }
+        self.expired = expired;
+        self.flush_dirty();
+    }
+
+    /// Handles one inbox message.
+    pub fn on_message(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Sequence(job) => self.sequence(job),
+            ShardMsg::Deliver(m) => {
+                let n = self.fan_out(&m);
+                m.results.report(m.index, n);
+            }
+            ShardMsg::Direct(d) => {
+                // Every shard sees it; one of them counts it.
+                if self.id == 0 {
+                    self.metrics().messages_published.inc();
+                }
+                let n = self.deliver_direct(&d);
+                d.recipients.report(n);
+            }
+            ShardMsg::Snapshot(g) => g.report(self.snapshot()),
+            ShardMsg::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    /// Owner side of a publish: next offset, encode once, hand to every shard in order.
+    fn sequence(&mut self, job: SequenceJob) {
+        let offset = match self.offsets.get_mut(&*job.channel) {
+            Some(o) => {
+                *o += 1;
+                *o
+            }
+            None => {
+                self.offsets.insert(job.channel.clone(), 1);
+                1
+            }
+        };
+        let timestamp = crate::protocol::timestamp_now();
+        let frame = encode(&OutMessage {
+            event_type: &job.body.event_type,
+            channel: Some(&job.channel),
+            offset: Some(offset),
+            message_id: Some(&job.body.message_id),
+            reply_to: None,
+            user_id: None,
+            timestamp: Some(&timestamp),
+            data: &job.body.data,
+        });
+        job.results.set_offset(job.index, offset);
+        self.metrics().messages_published.inc();
+        let msg = Arc::new(ChannelMessage {
+            channel: job.channel,
+            offset,
+            frame,
+            data: job.body.data.clone(),
+            published_at: Instant::now(),
+            results: job.results,
+            index: job.index,
+        });
+        for inbox in &self.shared.inboxes {
+            let _ = inbox.send(ShardMsg::Deliver(msg.clone()));
+        }
+    }
+
+    /// Queues a channel message to every local subscriber whose filter matches. Returns how
+    /// many it was queued to.
+    fn fan_out(&mut self, m: &ChannelMessage) -> u64 {
+        match self.tails.get_mut(&*m.channel) {
+            Some(t) => *t = m.offset,
+            None => {
+                self.tails.insert(m.channel.clone(), m.offset);
+            }
+        }
+        let Some(cid) = self.registry.lookup(&m.channel) else {
+            return 0;
+        };
+        let Some(members) = self.registry.members(cid) else {
+            return 0;
+        };
+        let data = m.data.as_object();
+        let mut n = 0;
+        for key in members.iter_ones() {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.has_filters {
+                let filter = conn.subscription(cid).and_then(|s| s.filter.as_deref());
+                if let (Some(f), Some(d)) = (filter, data) {
+                    if !f.matches(d) {
+                        continue;
+                    }
+                }
+            }
+            conn.out.push(m.frame.clone());
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+            n += 1;
+        }
+        if n > 0 {
+            self.metrics().messages_delivered.inc_by(n);
+            self.pending_latency.push(m.published_at);
+        }
+        n
+    }
+
+    /// Queues a broadcast to every open connection, or a user message to that user's.
+    fn deliver_direct(&mut self, d: &DirectMessage) -> u64 {
+        let keys: Vec<usize> = match &d.user_id {
+            Some(u) => self.users.get(u.as_str()).cloned().unwrap_or_default(),
+            None => self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.phase == Phase::Open)
+                .map(|(k, _)| k)
+                .collect(),
+        };
+        for &k in &keys {
+            self.queue(k, d.frame.clone());
+        }
+        let n = keys.len() as u64;
+        if n > 0 {
+            self.metrics().messages_delivered.inc_by(n);
+            self.pending_latency.push(d.published_at);
+        }
+        n
+    }
+
+    fn snapshot(&self) -> ShardSnapshot {
+        ShardSnapshot {
+            shard: self.id,
+            connections: self.conns.len() as u64,
+            users: self.users.keys().cloned().collect(),
+            channels: self
+                .registry
+                .iter()
+                .map(|(name, n)| (Box::from(name), n as u64))
+                .collect(),
+        }
+    }
+
+    /// Closes every connection with 1001; the runtime exits when they are gone.
+    fn begin_shutdown(&mut self) {
+        self.draining = true;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.close(k, CloseReason::ShuttingDown);
+        }
+        if self.conns.is_empty() {
+            self.drained.notify_one();
+        }
+    }
+
+    /// Subscribes `key` to `channel` (idempotent; a repeat replaces the filter).
+    fn add_subscription(
+        &mut self,
+        key: usize,
+        channel: &str,
+        filter: Option<crate::protocol::Filter>,
+    ) {
+        let (cid, _) = self.registry.subscribe(channel, key);
+        if let Some(conn) = self.conns.get_mut(key) {
+            let filter = filter.map(Box::new);
+            match conn.subs.iter_mut().find(|s| s.channel == cid) {
+                Some(s) => s.filter = filter,
+                None => conn.subs.push(Subscription {
+                    channel: cid,
+                    filter,
+                }),
+            }
+            conn.has_filters = conn.subs.iter().any(|s| s.filter.is_some());
+        }
+    }
+
+    /// Last offset of `channel` as this shard knows it (0 when none seen).
+    fn tail(&self, channel: &str) -> u64 {
+        self.tails.get(channel).copied().unwrap_or(0)
+    }
+}
+
+/// One vectored write loop of a connection's outbox.
+fn flush_conn(conn: &mut Conn) -> std::io::Result<bool> {
+    let stream = &conn.io.stream;
+    conn.out.flush_with(|iov| stream.try_write_vectored(iov))
+}
+
+/// Serializes a server message once, straight into its frame.
+pub fn encode(msg: &OutMessage<'_>) -> Bytes {
+    codec::text_frame_with(256, |buf| {
+        // Writing our own types to a Vec cannot fail.
+        let _ = serde_json::to_writer(buf, msg);
+    })
+}
+
+/// Wheel slot width: fine enough that expiry lands within timeout + 1 s (and much closer for
+/// sub-second test timeouts), coarse enough to cost nothing.
+fn wheel_tick(timeout: Duration) -> Duration {
+    (timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// A server-generated message id (ULID).
+pub fn new_message_id() -> String {
+    ulid::Ulid::new().to_string()
+}

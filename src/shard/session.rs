@@ -1,0 +1,219 @@
+//! Client → server messages on one connection (PROTOCOL.md §4, §5, §7): subscribe,
+//! unsubscribe, heartbeat, publish, and the replies. Bad input gets an `error` reply and the
+//! connection goes on.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+
+use super::{encode, Shard};
+use crate::conn::Phase;
+use crate::protocol::{
+    parse_client_message, ClientMessage, ClientRequest, ErrorCode, OutMessage, PublishRequest,
+    SubscribeSpec, SUPPORTED_EVENTS,
+};
+
+impl Shard {
+    /// A complete text message from the client.
+    pub(super) fn on_text(&mut self, key: usize, text: Bytes) {
+        let mut buf = text
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        match parse_client_message(&mut buf, self.shared.config.max_subscriptions) {
+            Ok(msg) => self.on_request(key, msg),
+            Err(e) => {
+                tracing::debug!(
+                    shard = self.id,
+                    code = e.code.as_str(),
+                    "client error: {}",
+                    e.message
+                );
+                self.reply_error(key, e.code, e.message, e.reply_to.as_deref());
+            }
+        }
+    }
+
+    fn on_request(&mut self, key: usize, msg: ClientMessage) {
+        let reply_to = msg.message_id.as_deref();
+        match msg.request {
+            ClientRequest::Heartbeat => {
+                let data = json!({ "server_time": crate::protocol::timestamp_now() });
+                self.reply(key, "heartbeat", reply_to, &data);
+            }
+            ClientRequest::Subscribe(specs) => self.subscribe(key, specs, reply_to),
+            ClientRequest::Unsubscribe(channels) => self.unsubscribe(key, channels, reply_to),
+            ClientRequest::Publish(req) => self.publish_from(key, req, msg.message_id),
+        }
+    }
+
+    fn subscribe(&mut self, key: usize, specs: Vec<SubscribeSpec>, reply_to: Option<&str>) {
+        let max = self.shared.config.max_subscriptions;
+        for spec in specs {
+            let Some(conn) = self.conns.get(key) else {
+                return;
+            };
+            let already = self
+                .registry
+                .lookup(&spec.channel)
+                .is_some_and(|cid| conn.subscription(cid).is_some());
+            if !already && conn.subs.len() >= max {
+                self.reply_error(
+                    key,
+                    ErrorCode::TooManySubscriptions,
+                    format!(
+                        "{}: at most {max} subscriptions per connection",
+                        spec.channel
+                    ),
+                    reply_to,
+                );
+                continue;
+            }
+            self.add_subscription(key, &spec.channel, spec.filter);
+            let data = json!({
+                "channel": spec.channel,
+                "status": "subscribed",
+                "offset": self.tail(&spec.channel),
+                "epoch": self.shared.epoch,
+            });
+            self.reply(key, "user_subscription", reply_to, &data);
+        }
+    }
+
+    fn unsubscribe(&mut self, key: usize, channels: Vec<String>, reply_to: Option<&str>) {
+        for channel in channels {
+            if let Some(cid) = self.registry.lookup(&channel) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    if let Some(i) = conn.subs.iter().position(|s| s.channel == cid) {
+                        conn.subs.swap_remove(i);
+                        conn.has_filters = conn.subs.iter().any(|s| s.filter.is_some());
+                        self.registry.unsubscribe(cid, key);
+                    }
+                }
+            }
+            let data = json!({
+                "channel": channel,
+                "status": "unsubscribed",
+                "offset": self.tail(&channel),
+                "epoch": self.shared.epoch,
+            });
+            self.reply(key, "user_unsubscription", reply_to, &data);
+        }
+    }
+
+    /// Publish over the WebSocket: needs the API key at connect. The reply comes when every
+    /// shard has queued the message, from a task, so the connection keeps being served.
+    fn publish_from(&mut self, key: usize, req: PublishRequest, message_id: Option<String>) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.can_publish {
+            self.reply_error(
+                key,
+                ErrorCode::Forbidden,
+                "publishing needs the API key: connect with ?api_key=KEY or an X-API-Key header"
+                    .into(),
+                message_id.as_deref(),
+            );
+            return;
+        }
+        let conn_id = conn.id;
+        let shared = self.shared.clone();
+        let this = self.this.clone();
+        tokio::task::spawn_local(async move {
+            let result = crate::publish::publish(&shared, req).await;
+            let Some(cell) = this.upgrade() else {
+                return;
+            };
+            let mut shard = cell.borrow_mut();
+            if shard.conns.get(key).is_none_or(|c| c.id != conn_id) {
+                return;
+            }
+            match result {
+                Ok(results) => {
+                    let data = json!({ "results": results });
+                    shard.reply(key, "publish", message_id.as_deref(), &data);
+                }
+                Err(e) => shard.reply_error(
+                    key,
+                    ErrorCode::InvalidMessage,
+                    e.to_string(),
+                    message_id.as_deref(),
+                ),
+            }
+            shard.flush_dirty();
+        });
+    }
+
+    /// Queues a reply (never a channel message) to `key` if it is still open.
+    pub(super) fn reply(
+        &mut self,
+        key: usize,
+        event_type: &str,
+        reply_to: Option<&str>,
+        data: &Value,
+    ) {
+        if self.conns.get(key).is_none_or(|c| c.phase != Phase::Open) {
+            return;
+        }
+        let frame = encode(&OutMessage {
+            event_type,
+            channel: None,
+            offset: None,
+            message_id: None,
+            reply_to,
+            user_id: None,
+            timestamp: None,
+            data,
+        });
+        self.queue(key, frame);
+    }
+
+    /// An `error` event; the connection stays open.
+    pub(super) fn reply_error(
+        &mut self,
+        key: usize,
+        code: ErrorCode,
+        message: String,
+        reply_to: Option<&str>,
+    ) {
+        let data = json!({ "code": code.as_str(), "message": message });
+        self.reply(key, "error", reply_to, &data);
+    }
+
+    /// The first frame of every connection.
+    pub(super) fn connection_ack(&self, key: usize, channels: &[String]) -> Bytes {
+        let config = &self.shared.config;
+        let (id, user) = match self.conns.get(key) {
+            Some(c) => (c.public_id(), c.user_id.as_deref().map(str::to_owned)),
+            None => (String::new(), None),
+        };
+        let data = json!({
+            "connection_id": id,
+            "server_time": crate::protocol::timestamp_now(),
+            "heartbeat_interval": seconds(config.heartbeat_interval),
+            "heartbeat_timeout": seconds(config.heartbeat_timeout),
+            "supported_events": SUPPORTED_EVENTS,
+            "subscriptions": channels,
+        });
+        encode(&OutMessage {
+            event_type: "connection_ack",
+            channel: None,
+            offset: None,
+            message_id: None,
+            reply_to: None,
+            user_id: user.as_deref(),
+            timestamp: None,
+            data: &data,
+        })
+    }
+}
+
+/// Whole seconds as an integer, fractional seconds (below one second, or uneven) as a float.
+fn seconds(d: Duration) -> Value {
+    if d.subsec_nanos() == 0 {
+        json!(d.as_secs())
+    } else {
+        json!(d.as_secs_f64())
+    }
+}
