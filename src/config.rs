@@ -35,6 +35,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
+    // A repeated flag takes its last value, so wrappers can append overrides.
+    #[command(args_override_self = true)]
     Serve(Box<ServeConfig>),
 }
 
@@ -351,6 +353,8 @@ mod tests {
         );
         assert_eq!(c.shard_count(), 3);
         assert_eq!(c.conn_rate.0, None);
+        let c = serve(&["--shards", "2", "--shards", "5"]);
+        assert_eq!(c.shard_count(), 5, "the last of a repeated flag wins");
     }
 
     #[test]

@@ -571,6 +571,11 @@ fn parse_request(
     }
 }
 
+/// Recovery from an offset (PROTOCOL.md §10) is a later feature; until then a request for it is
+/// refused rather than answered with a plain subscription the client would take as recovered.
+const SINCE_UNAVAILABLE: &str =
+    "{path}: history recovery (PROTOCOL.md §10) is not available in this version";
+
 /// Parses the `data` of a (un)subscription: `channel` and/or `channels`, with filters when asked.
 fn parse_channels(data: Option<&Value>, with_filters: bool) -> Result<Vec<SubscribeSpec>, Refusal> {
     let invalid = |m: String| (ErrorCode::InvalidMessage, m);
@@ -579,6 +584,9 @@ fn parse_channels(data: Option<&Value>, with_filters: bool) -> Result<Vec<Subscr
             "data: required; expected {\"channel\":\"…\"} or {\"channels\":[…]}".into(),
         ));
     };
+    if with_filters && data.contains_key("since") {
+        return Err(invalid(SINCE_UNAVAILABLE.replace("{path}", "data.since")));
+    }
     let common = if with_filters {
         opt_filter_at(data.get("filter"), "data.filter").map_err(invalid)?
     } else {
@@ -615,6 +623,10 @@ fn parse_channels(data: Option<&Value>, with_filters: bool) -> Result<Vec<Subscr
                                 )))
                             }
                         };
+                        if with_filters && o.contains_key("since") {
+                            let path = format!("data.channels[{i}].since");
+                            return Err(invalid(SINCE_UNAVAILABLE.replace("{path}", &path)));
+                        }
                         let own = if with_filters {
                             let path = format!("data.channels[{i}].filter");
                             opt_filter_at(o.get("filter"), &path).map_err(invalid)?
@@ -1973,12 +1985,20 @@ mod tests {
             ])
         );
 
-        // Per-channel objects, mixed with names; own filter wins, else the request's; `since` ignored.
+        // `since` (recovery, not built yet) is refused with a clear message, not ignored.
+        for body in [
+            r#"{"event_type":"user_subscription","data":{"channel":"odds","since":{"offset":1}}}"#,
+            r#"{"event_type":"user_subscription","data":{"channels":[{"channel":"odds","since":{"offset":17,"epoch":"e"}}]}}"#,
+        ] {
+            let e = client(body).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidMessage);
+            assert!(e.message.contains("not available"), "{}", e.message);
+        }
+        // Per-channel objects, mixed with names; own filter wins, else the request's.
         let m = client(
             r#"{"event_type":"user_subscription","data":{"channel":"games","filter":{"game_id":"7"},
-                "channels":[{"channel":"odds","filter":{"sportsbook":"fanduel"},"since":{"offset":17,"epoch":"e"}},
-                            "lines",{"channel":"games","filter":{"x":1}}],
-                "since":{"offset":1}}}"#,
+                "channels":[{"channel":"odds","filter":{"sportsbook":"fanduel"}},
+                            "lines",{"channel":"games","filter":{"x":1}}]}}"#,
         )
         .unwrap();
         assert_eq!(
@@ -2191,7 +2211,10 @@ mod tests {
             (r#","data":null"#, "data: required"),
             (r#","data":"odds""#, "data: required"),
             (r#","data":{}"#, "data: expected"),
-            (r#","data":{"since":{"offset":1}}"#, "data: expected"),
+            (
+                r#","data":{"since":{"offset":1}}"#,
+                "data.since: history recovery",
+            ),
             (r#","data":{"channel":5}"#, "data.channel: must be a string"),
             (
                 r#","data":{"channels":"odds"}"#,
