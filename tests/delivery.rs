@@ -10,13 +10,14 @@ use serde_json::json;
 use support::{Client, RawWs, Server, API_KEY};
 
 /// A WebSocket publisher that pipelines `count` publishes to `channel`, then reads every reply.
-async fn ws_publisher(server: &Server, id: u64, channel: &str, count: u64, pad: usize) -> Vec<u64> {
+async fn ws_publisher(server: &Server, id: u64, channel: &str, count: u64) -> Vec<u64> {
     let (mut p, _) = server.connect(&format!("/ws?api_key={API_KEY}")).await;
-    let padding = "x".repeat(pad);
     for seq in 0..count {
-        p.send_json(&json!({"event_type":"publish","message_id":format!("{id}-{seq}"),
-            "data":{"channel":channel,"event_type":"tick","data":{"publisher":id,"seq":seq,"pad":padding}}}))
-            .await;
+        p.send_json(
+            &json!({"event_type":"publish","message_id":format!("{id}-{seq}"),
+            "data":{"channel":channel,"event_type":"tick","data":{"publisher":id,"seq":seq}}}),
+        )
+        .await;
     }
     let mut offsets = Vec::new();
     for _ in 0..count {
@@ -63,9 +64,9 @@ async fn three_concurrent_publishers_fifty_subscribers_two_shards_in_order() {
     );
     const PER: u64 = 200;
     let (a, b, c) = tokio::join!(
-        ws_publisher(&server, 0, "scores", PER, 0),
-        ws_publisher(&server, 1, "scores", PER, 0),
-        ws_publisher(&server, 2, "scores", PER, 0),
+        ws_publisher(&server, 0, "scores", PER),
+        ws_publisher(&server, 1, "scores", PER),
+        ws_publisher(&server, 2, "scores", PER),
     );
     let mut all: Vec<u64> = a.into_iter().chain(b).chain(c).collect();
     all.sort_unstable();
@@ -122,18 +123,41 @@ async fn joining_mid_stream_continues_right_after_the_reply_offset() {
 
 #[tokio::test]
 async fn slow_consumer_is_closed_and_others_get_everything_in_order() {
-    let server = Server::start(&["--send-queue-bytes", "65536"]);
-    // A subscriber that never reads.
+    let server = Server::start(&["--send-queue-bytes", "262144"]);
+    // A subscriber that never reads. Its kernel buffers absorb a few MB (loopback: the server's
+    // send buffer grows to 4 MiB, the unread receive window stays near 128 KiB).
     let mut stuck = RawWs::connect(server.addr, "/ws/games").await;
     let (mut good, _) = server.connect("/ws/games").await;
-    const COUNT: u64 = 400;
+    // 800 × 16 KiB ≈ 13 MB, in chunks paced on the good reader's progress, so the good reader
+    // is never more than one chunk (128 KiB) behind while the stuck one falls behind for good.
+    const COUNT: u64 = 800;
+    const CHUNK: u64 = 8;
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
     let reader = tokio::spawn(async move {
-        read_in_order(&mut good, COUNT).await;
+        for expected in 1..=COUNT {
+            let m = good.next_json().await;
+            assert_eq!(m["offset"], expected, "gap, duplicate or reorder: {m}");
+            let _ = progress_tx.send(expected);
+        }
         good
     });
-    // 400 × ~16 KiB ≈ 6.5 MB: far beyond what the socket buffers absorb.
-    let offsets = ws_publisher(&server, 0, "games", COUNT, 16 * 1024).await;
-    assert_eq!(offsets.len() as u64, COUNT);
+    let (mut p, _) = server.connect(&format!("/ws?api_key={API_KEY}")).await;
+    let pad = "x".repeat(16 * 1024);
+    for chunk in 0..COUNT / CHUNK {
+        for seq in chunk * CHUNK..(chunk + 1) * CHUNK {
+            p.send_json(&json!({"event_type":"publish","message_id":seq.to_string(),
+                "data":{"channel":"games","event_type":"tick","data":{"seq":seq,"pad":pad}}}))
+                .await;
+        }
+        for _ in 0..CHUNK {
+            assert_eq!(p.next_json().await["event_type"], "publish");
+        }
+        let target = (chunk + 1) * CHUNK;
+        tokio::time::timeout(support::WAIT, progress.wait_for(|&n| n >= target))
+            .await
+            .expect("good reader kept up")
+            .expect("reader alive");
+    }
     let mut good = reader.await.expect("good subscriber got all");
 
     let s = server
