@@ -5,13 +5,12 @@ mod support;
 
 use std::time::Duration;
 
+use futures_util::SinkExt;
 use serde_json::json;
 use support::{client_frame, Client, HttpResponse, RawWs, Received, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-use futures_util::SinkExt;
 
 /// The RFC 6455 §1.3 sample key and its accept value.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -489,4 +488,38 @@ async fn bad_frame_does_not_disturb_a_busy_neighbour() {
         }
     };
     assert_eq!(reply["reply_to"], "n1");
+}
+
+#[tokio::test]
+async fn many_small_headers_over_16_kib_get_431() {
+    let server = Server::start(&[]);
+    let mut req = Upgrade::new(&server);
+    // 90 headers of ~200 bytes: under hyper's header-count limit, over 16 KiB in total.
+    for i in 0..90 {
+        req = req.set(&format!("X-Filler-{i}"), &"f".repeat(190));
+    }
+    assert!(req.bytes().len() > 16 * 1024);
+    let r = req.send(&server).await;
+    assert_eq!(r.status, 431, "{}", r.text());
+}
+
+#[tokio::test]
+async fn slow_request_heads_are_disconnected() {
+    let server = Server::start(&["--handshake-timeout", "500ms"]);
+    for (what, partial) in [
+        ("partial head", &b"GET /ws HTTP/1.1\r\nHost: x\r\n"[..]),
+        ("nothing sent", &b""[..]),
+    ] {
+        let t0 = std::time::Instant::now();
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(partial).await.unwrap();
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(r.is_ok(), "{what}: still connected after 5 s");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(400),
+            "{what}: closed after {:?}",
+            t0.elapsed()
+        );
+    }
 }

@@ -62,13 +62,16 @@ pub async fn drive(cell: Rc<RefCell<Shard>>, key: usize, io: Rc<ConnIo>, early: 
         tokio::select! {
             biased;
             _ = io.wake.notified() => {}
-            r = io.stream.writable(), if want_write => {
+            // poll_*_ready (not readable()/writable()) store our waker in the socket's single
+            // reader/writer slot, replacing the one hyper left there: otherwise hyper's finished
+            // connection task stays allocated, pinned by that waker, for the socket's life.
+            r = std::future::poll_fn(|cx| io.stream.poll_write_ready(cx)), if want_write => {
                 if r.is_err() {
                     break;
                 }
                 cell.borrow_mut().on_writable(key);
             }
-            r = io.stream.readable(), if reading => {
+            r = std::future::poll_fn(|cx| io.stream.poll_read_ready(cx)), if reading => {
                 if r.is_err() {
                     break;
                 }

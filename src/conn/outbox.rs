@@ -96,10 +96,12 @@ impl Outbox {
         self.release_if_empty();
     }
 
+    /// An idle connection keeps no queue allocation (one malloc per burst is cheaper than
+    /// 100+ bytes held by every idle connection).
     fn release_if_empty(&mut self) {
         if self.frames.is_empty() {
             self.head_sent = 0;
-            if self.frames.capacity() > 8 {
+            if self.frames.capacity() > 0 {
                 self.frames = VecDeque::new();
             }
         }

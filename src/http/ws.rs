@@ -145,7 +145,8 @@ pub fn upgrade(
         };
         let stream = parts.io.into_inner();
         let (key, io) = cell.borrow_mut().register(stream, params);
-        crate::conn::driver::drive(cell, key, io, parts.read_buf).await;
+        // A task of its own, so this (larger) upgrade future is freed now.
+        tokio::task::spawn_local(crate::conn::driver::drive(cell, key, io, parts.read_buf));
     });
     let mut resp = Response::new(Full::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
