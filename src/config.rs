@@ -113,6 +113,11 @@ pub struct ServeConfig {
     #[arg(long, env = "HUDDLE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// Serve `GET /ws/echo`, which echoes every message through the same codec and limits
+    /// (for conformance runs such as Autobahn; off by default).
+    #[arg(long, env = "HUDDLE_ECHO_ENDPOINT")]
+    pub echo_endpoint: bool,
+
     /// Log line format on stderr (filter with RUST_LOG, default `info`).
     #[arg(long, env = "HUDDLE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -58,6 +58,8 @@ pub struct Conn {
     /// True when any subscription carries a filter (skips the lookup on the fan-out path).
     pub has_filters: bool,
     pub can_publish: bool,
+    /// Echo endpoint connection (conformance runs only).
+    pub echo: bool,
     /// Last time any byte arrived from the client.
     pub last_seen: Instant,
     /// A server ping was sent since `last_seen`.

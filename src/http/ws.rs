@@ -65,16 +65,21 @@ pub fn upgrade(
     peer: SocketAddr,
     mut req: http::Request<Incoming>,
 ) -> Resp {
-    let Some(channels) = path_channels(req.uri().path()) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such WebSocket endpoint",
-        );
-    };
     let (shared, shard_id, draining) = {
         let s = cell.borrow();
         (s.shared.clone(), s.id, s.is_draining())
+    };
+    let echo = shared.config.echo_endpoint && req.uri().path() == "/ws/echo";
+    let channels = match path_channels(req.uri().path()) {
+        Some(c) => c,
+        None if echo => Vec::new(),
+        None => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such WebSocket endpoint",
+            )
+        }
     };
     let accept = match handshake::check(
         req.method(),
@@ -123,6 +128,7 @@ pub fn upgrade(
         .or(header_key.as_deref())
         .is_some_and(|k| crate::server::key_matches(k, &shared.api_key));
     let params = ConnParams {
+        echo,
         channels,
         user_id: q.user_id,
         can_publish,

@@ -84,6 +84,8 @@ pub enum ReadOutcome {
 
 /// Parameters of a new WebSocket connection, decided at the upgrade.
 pub struct ConnParams {
+    /// `/ws/echo`: echo every message, send nothing of the pub/sub protocol.
+    pub echo: bool,
     pub channels: Vec<String>,
     pub user_id: Option<String>,
     pub can_publish: bool,
@@ -156,6 +158,7 @@ impl Shard {
             subs: Vec::new(),
             has_filters: false,
             can_publish: params.can_publish,
+            echo: params.echo,
             last_seen: now,
             pinged: false,
             timer: None,
@@ -174,9 +177,15 @@ impl Shard {
         for ch in &params.channels {
             self.add_subscription(key, ch, None);
         }
-        let ack = self.connection_ack(key, &params.channels);
-        self.queue(key, ack);
+        if !params.echo {
+            let ack = self.connection_ack(key, &params.channels);
+            self.queue(key, ack);
+        }
         self.metrics().connections.inc();
+        if self.draining {
+            // Upgraded after shutdown began: close it like every other connection.
+            self.close(key, CloseReason::ShuttingDown);
+        }
         (key, io)
     }
 
@@ -335,8 +344,8 @@ impl Shard {
 
     /// Handles one decoded frame from the client.
     fn on_event(&mut self, key: usize, ev: codec::Event) -> ReadOutcome {
-        let phase = match self.conns.get(key) {
-            Some(c) => c.phase,
+        let (phase, echo) = match self.conns.get(key) {
+            Some(c) => (c.phase, c.echo),
             None => return ReadOutcome::Stop,
         };
         match ev {
@@ -365,6 +374,20 @@ impl Shard {
                 ReadOutcome::Continue
             }
             codec::Event::Pong(_) => ReadOutcome::Continue,
+            codec::Event::Text(payload) if echo => {
+                self.queue(
+                    key,
+                    codec::encode_frame(true, codec::OpCode::Text, &payload),
+                );
+                ReadOutcome::Continue
+            }
+            codec::Event::Binary(payload) if echo => {
+                self.queue(
+                    key,
+                    codec::encode_frame(true, codec::OpCode::Binary, &payload),
+                );
+                ReadOutcome::Continue
+            }
             codec::Event::Text(text) => {
                 self.on_text(key, text);
                 ReadOutcome::Continue
