@@ -2,7 +2,8 @@
 //!
 //! Frames are `Bytes`: a broadcast frame is one allocation shared by every subscriber's outbox,
 //! so queueing it costs a reference-count increment. The head frame may be partly written;
-//! `head_sent` says how much. An empty outbox holds no heap memory (idle connections stay small).
+//! `head_sent` says how much. An empty outbox holds no heap memory (idle connections stay small),
+//! and one pending frame needs none either (it sits inline).
 //!
 //! ```text
 //!  frames:  [ frame0 ............ ][ frame1 ... ][ frame2 ..... ]
@@ -21,7 +22,11 @@ pub const MAX_IOV: usize = 64;
 /// Unsent frames of one connection.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: VecDeque<Bytes>,
+    /// The oldest unsent frame, inline: a connection with one pending frame (the usual case
+    /// in fan-out) needs no allocation.
+    head: Option<Bytes>,
+    /// Frames after `head`, allocated only while more than one is pending.
+    rest: VecDeque<Bytes>,
     head_sent: usize,
     queued_bytes: usize,
 }
@@ -30,11 +35,15 @@ impl Outbox {
     /// Appends a frame (shared, not copied).
     pub fn push(&mut self, frame: Bytes) {
         self.queued_bytes += frame.len();
-        self.frames.push_back(frame);
+        if self.head.is_none() {
+            self.head = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.head.is_none()
     }
 
     /// Bytes not yet written to the socket.
@@ -45,10 +54,11 @@ impl Outbox {
     /// Drops every frame not yet started, keeping a partly written head frame so the byte stream
     /// stays valid; used before a close frame is queued to a slow consumer.
     pub fn truncate_unstarted(&mut self) {
-        let keep = usize::from(self.head_sent > 0);
-        self.frames.truncate(keep);
-        self.queued_bytes = self.frames.front().map_or(0, |f| f.len() - self.head_sent);
-        self.release_if_empty();
+        if self.head_sent == 0 {
+            self.head = None;
+        }
+        self.rest = VecDeque::new();
+        self.queued_bytes = self.head.as_ref().map_or(0, |f| f.len() - self.head_sent);
     }
 
     /// Writes as much as `write` accepts, up to [`MAX_IOV`] frames per call, until the outbox is
@@ -57,12 +67,12 @@ impl Outbox {
     where
         W: FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
     {
-        while !self.frames.is_empty() {
+        while let Some(head) = &self.head {
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
-                let start = if i == 0 { self.head_sent } else { 0 };
-                iov[n] = IoSlice::new(&f[start..]);
+            iov[0] = IoSlice::new(&head[self.head_sent..]);
+            let mut n = 1;
+            for f in self.rest.iter().take(MAX_IOV - 1) {
+                iov[n] = IoSlice::new(f);
                 n += 1;
             }
             match write(&iov[..n]) {
@@ -80,30 +90,22 @@ impl Outbox {
     fn consume(&mut self, mut n: usize) {
         self.queued_bytes -= n.min(self.queued_bytes);
         while n > 0 {
-            let Some(head) = self.frames.front() else {
+            let Some(head) = &self.head else {
                 break;
             };
             let left = head.len() - self.head_sent;
             if n >= left {
                 n -= left;
-                self.frames.pop_front();
+                self.head = self.rest.pop_front();
                 self.head_sent = 0;
             } else {
                 self.head_sent += n;
                 n = 0;
             }
         }
-        self.release_if_empty();
-    }
-
-    /// An idle connection keeps no queue allocation (one malloc per burst is cheaper than
-    /// 100+ bytes held by every idle connection).
-    fn release_if_empty(&mut self) {
-        if self.frames.is_empty() {
-            self.head_sent = 0;
-            if self.frames.capacity() > 0 {
-                self.frames = VecDeque::new();
-            }
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            // An idle connection keeps no queue allocation.
+            self.rest = VecDeque::new();
         }
     }
 }
@@ -198,6 +200,20 @@ mod tests {
         o.truncate_unstarted();
         assert!(o.is_empty());
         assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn one_pending_frame_allocates_nothing_and_drained_queue_is_released() {
+        let mut o = Outbox::default();
+        o.push(Bytes::from_static(b"one"));
+        assert_eq!(o.rest.capacity(), 0, "a single frame sits inline");
+        o.push(Bytes::from_static(b"two"));
+        o.push(Bytes::from_static(b"three"));
+        let mut sink = Vec::new();
+        assert!(o.flush_with(writer(&mut sink, 4)).unwrap());
+        assert_eq!(sink, b"onetwothree");
+        assert_eq!(o.rest.capacity(), 0, "released once drained");
+        assert!(o.is_empty());
     }
 
     #[test]
