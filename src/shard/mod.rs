@@ -407,6 +407,15 @@ impl Shard {
     /// Writes pending frames of every connection touched since the last flush: one vectored
     /// write each; what the socket does not take stays queued for the driver's writable wait.
     pub fn flush_dirty(&mut self) {
+        // Observed just before the writes, so a client that has read a message can rely on
+        // /metrics already counting it.
+        if !self.pending_latency.is_empty() {
+            let now = Instant::now();
+            let h = &self.shared.metrics.shard(self.id).publish_to_write;
+            for t in self.pending_latency.drain(..) {
+                h.observe(now.saturating_duration_since(t).as_secs_f64());
+            }
+        }
         let limit = self.shared.config.send_queue_bytes;
         while let Some(key) = self.dirty.pop() {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -440,13 +449,6 @@ impl Shard {
                     conn.out = Outbox::default();
                     conn.io.wake.notify_one();
                 }
-            }
-        }
-        if !self.pending_latency.is_empty() {
-            let now = Instant::now();
-            let h = &self.shared.metrics.shard(self.id).publish_to_write;
-            for t in self.pending_latency.drain(..) {
-                h.observe(now.saturating_duration_since(t).as_secs_f64());
             }
         }
     }
