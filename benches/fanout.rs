@@ -14,7 +14,8 @@
 //! `cargo bench --bench fanout` runs every scenario and appends the table to BENCHMARKS.md.
 //! Environment: `FANOUT_SCENARIOS=1k-200,10k-burst` (names below), `FANOUT_SECONDS=5`,
 //! `FANOUT_SMOKE=1` (tiny sizes, for CI), `FANOUT_SERVERS=huddle,baseline,raw`,
-//! `FANOUT_NO_WRITE=1` (print only).
+//! `FANOUT_NO_WRITE=1` (print only), `FANOUT_SUBSCRIBERS` / `FANOUT_MESSAGES` (override sizes),
+//! `FANOUT_HUDDLE_PREFIX` (run huddle under a tool such as valgrind).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -103,6 +104,19 @@ fn scenarios(seconds: u64, smoke: bool) -> Vec<Scenario> {
         s("idle-10k", 10_000, 0, false, 0, Some(0), true),
     ];
     for sc in &mut all {
+        // Size overrides for profiling runs.
+        if let Some(n) = std::env::var("FANOUT_SUBSCRIBERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            sc.subscribers = n;
+        }
+        if let Some(m) = std::env::var("FANOUT_MESSAGES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            sc.messages = m;
+        }
         sc.label = match sc.name {
             "10k-burst" => format!("{}×burst {}×{}B", sc.subscribers, sc.messages, sc.payload),
             "100-all-publish" => format!(
@@ -148,7 +162,19 @@ impl ServerProc {
 }
 
 impl Drop for ServerProc {
+    /// SIGTERM first (huddle drains and exits 0; a profiler wrapper gets to write its output),
+    /// SIGKILL if it is still there after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -180,7 +206,13 @@ fn start_server(kind: Kind, sc: &Scenario) -> ServerProc {
         Kind::Huddle => {
             let bin =
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/huddle");
-            let mut child = Command::new(bin)
+            // FANOUT_HUDDLE_PREFIX runs the server under a tool, e.g.
+            // "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out".
+            let prefix = std::env::var("FANOUT_HUDDLE_PREFIX").unwrap_or_default();
+            let mut words: Vec<String> = prefix.split_whitespace().map(str::to_owned).collect();
+            words.push(bin.to_string_lossy().into_owned());
+            let mut child = Command::new(&words[0])
+                .args(&words[1..])
                 .args([
                     "serve",
                     "--listen",

@@ -103,12 +103,25 @@ impl Outbox {
                 n = 0;
             }
         }
+        if self.rest.is_empty() && self.rest.capacity() > KEEP_WHILE_ACTIVE {
+            // A burst's worth of queue is given back at once; a small one is kept for the
+            // next batch until the connection goes idle (`release_if_idle`).
+            self.rest = VecDeque::new();
+        }
+    }
+
+    /// Gives back the queue allocation of a drained outbox, so an idle connection holds no heap.
+    /// Called from the heartbeat timer, not per flush: an active connection keeps its small
+    /// queue instead of reallocating it for every batch.
+    pub fn release_if_idle(&mut self) {
         if self.rest.is_empty() && self.rest.capacity() > 0 {
-            // An idle connection keeps no queue allocation.
             self.rest = VecDeque::new();
         }
     }
 }
+
+/// Queue capacity (frames) an active connection keeps between batches.
+const KEEP_WHILE_ACTIVE: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -203,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn one_pending_frame_allocates_nothing_and_drained_queue_is_released() {
+    fn one_pending_frame_allocates_nothing_and_idle_queue_is_released() {
         let mut o = Outbox::default();
         o.push(Bytes::from_static(b"one"));
         assert_eq!(o.rest.capacity(), 0, "a single frame sits inline");
@@ -212,8 +225,19 @@ mod tests {
         let mut sink = Vec::new();
         assert!(o.flush_with(writer(&mut sink, 4)).unwrap());
         assert_eq!(sink, b"onetwothree");
-        assert_eq!(o.rest.capacity(), 0, "released once drained");
         assert!(o.is_empty());
+        assert!(
+            o.rest.capacity() > 0,
+            "kept for the next batch while active"
+        );
+        o.release_if_idle();
+        assert_eq!(o.rest.capacity(), 0, "released once idle");
+        // A burst's worth is released as soon as it drains.
+        for _ in 0..200 {
+            o.push(Bytes::from_static(b"x"));
+        }
+        assert!(o.flush_with(writer(&mut sink, 1000)).unwrap());
+        assert_eq!(o.rest.capacity(), 0);
     }
 
     #[test]

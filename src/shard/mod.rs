@@ -38,6 +38,9 @@ use crate::server::Shared;
 use crate::timer::TimerWheel;
 use mesh::{ChannelMessage, DirectMessage, SequenceJob, ShardMsg, ShardSnapshot};
 
+/// Local subscribers from which a shard fans out its own copy of a frame (see `fan_out`).
+const LOCAL_COPY_FROM: usize = 32;
+
 /// Size of the shard-wide read buffer every connection reads through.
 const SCRATCH: usize = 64 * 1024;
 
@@ -484,6 +487,7 @@ impl Shard {
                 continue;
             }
             conn.timer = None;
+            conn.out.release_if_idle();
             let silent = now.saturating_duration_since(conn.last_seen);
             if silent >= timeout {
                 self.metrics().heartbeat_expiries.inc();
@@ -585,6 +589,13 @@ impl Shard {
             return 0;
         };
         let data = m.data.as_object();
+        // Every shard cloning the owner's frame would bounce one refcount cache line between
+        // cores on every delivery; a wide fan-out gets this shard's own copy (still encoded once).
+        let frame = if self.shared.inboxes.len() > 1 && members.len() >= LOCAL_COPY_FROM {
+            Bytes::copy_from_slice(&m.frame)
+        } else {
+            m.frame.clone()
+        };
         let mut n = 0;
         for key in members.iter_ones() {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -598,7 +609,7 @@ impl Shard {
                     }
                 }
             }
-            conn.out.push(m.frame.clone());
+            conn.out.push(frame.clone());
             if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(key);
