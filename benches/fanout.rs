@@ -415,10 +415,13 @@ fn publish_frame(p: usize, seq: u64, pad: &str) -> Vec<u8> {
 async fn publisher(mut s: TcpStream, p: usize, sc: Scenario, read_replies: bool) {
     let pad = "x".repeat(sc.payload);
     let (mut rd, mut wr) = s.split();
+    // The socket stays open, replies drained, until the scenario aborts this task: closing it
+    // with unread replies would make the kernel send RST and drop publishes the server has not
+    // read yet.
     let drain = async {
         if !read_replies {
-            // Another task reads this socket; never finish, or select! below cancels sending.
-            return std::future::pending().await;
+            // Another task reads this socket.
+            return;
         }
         let mut sink = vec![0u8; 64 * 1024];
         while let Ok(n) = rd.read(&mut sink).await {
@@ -445,10 +448,8 @@ async fn publisher(mut s: TcpStream, p: usize, sc: Scenario, read_replies: bool)
             }
         }
     };
-    tokio::select! {
-        _ = send => {}
-        _ = drain => {}
-    }
+    tokio::join!(send, drain);
+    std::future::pending::<()>().await;
 }
 
 struct RunResult {
