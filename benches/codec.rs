@@ -92,6 +92,7 @@ fn encode(c: &mut Criterion) {
     }
     let data = serde_json::json!({"game_id":"7","sportsbook":"fanduel","home_team":"KC","away_team":"BUF",
         "spread":-3.5,"moneyline_home":-150,"moneyline_away":130,"over_under":47.5,"updated_at":"2026-11-25T18:04:05Z"});
+    g.throughput(Throughput::Elements(1));
     g.bench_function("json_message_once", |b| {
         b.iter(|| {
             black_box(codec::text_frame_with(256, |buf| {
