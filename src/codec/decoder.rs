@@ -22,6 +22,8 @@
 //!   not yet fully arrived.
 //! - `message` is `Some` exactly when a fragmented Text/Binary message is open; for text, `utf8`
 //!   has seen every fragment of it so far and succeeded.
+//! - For a pending text frame, payload bytes `..checked` in `buf` are already unmasked and
+//!   validated: invalid UTF-8 fails when it arrives, even in the middle of a frame.
 //! - After an error the decoder is poisoned: buffers are freed, input is ignored, and every call
 //!   returns the same error.
 //!
@@ -79,6 +81,9 @@ struct Message {
 pub struct Decoder {
     buf: BytesMut,
     pending: Option<Header>,
+    /// Leading payload bytes of the pending frame already unmasked in `buf` and fed to `utf8`
+    /// (text only), so invalid UTF-8 fails as soon as it arrives, not when the frame completes.
+    checked: usize,
     message: Option<Message>,
     utf8: Utf8Validator,
     max_message_size: usize,
@@ -93,6 +98,7 @@ impl Decoder {
         Decoder {
             buf: BytesMut::new(),
             pending: None,
+            checked: 0,
             message: None,
             utf8: Utf8Validator::new(),
             max_message_size,
@@ -119,6 +125,7 @@ impl Decoder {
             self.poisoned = Some(err);
             self.buf = BytesMut::new();
             self.pending = None;
+            self.checked = 0;
             self.message = None;
         }
         result
@@ -142,25 +149,67 @@ impl Decoder {
                     self.check(&header)?;
                     self.buf.advance(header.header_len);
                     self.pending = Some(header);
+                    self.checked = 0;
+                    if header.opcode == OpCode::Text {
+                        self.utf8.reset();
+                    }
                     header
                 }
             };
             // `check` bounded the length by 125 or by `max_message_size`, so it fits in usize.
             let len = usize::try_from(header.payload_len).map_err(|_| CodecError::TooBig)?;
+            let text = self.is_text(&header);
             if self.buf.len() < len {
+                if text {
+                    // Fail fast: check what has arrived of a text frame (Autobahn 6.4.x).
+                    let upto = self.buf.len();
+                    self.unmask_and_check(&header, upto)?;
+                }
                 self.release_if_empty();
                 return Ok(None);
             }
-            self.pending = None;
-            let mut payload = self.buf.split_to(len);
-            self.release_if_empty();
-            if let Some(key) = header.mask {
-                apply_mask(&mut payload, key);
+            if text {
+                self.unmask_and_check(&header, len)?;
+            } else if let Some(key) = header.mask {
+                apply_mask(&mut self.buf[..len], key);
             }
+            self.pending = None;
+            self.checked = 0;
+            let payload = self.buf.split_to(len);
+            self.release_if_empty();
             if let Some(event) = self.dispatch(header, payload)? {
                 return Ok(Some(event));
             }
         }
+    }
+
+    /// True for a Text frame or a continuation of an open text message.
+    fn is_text(&self, header: &Header) -> bool {
+        match header.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self
+                .message
+                .as_ref()
+                .is_some_and(|m| m.opcode == OpCode::Text),
+            _ => false,
+        }
+    }
+
+    /// Unmasks payload bytes `checked..upto` of the pending text frame in place and feeds them
+    /// to the message's UTF-8 validator.
+    fn unmask_and_check(&mut self, header: &Header, upto: usize) -> Result<(), CodecError> {
+        let from = self.checked;
+        if upto <= from {
+            return Ok(());
+        }
+        let chunk = &mut self.buf[from..upto];
+        if let Some(key) = header.mask {
+            // The mask continues where the previous chunk stopped (§5.3: octet i uses key[i % 4]).
+            let rotated = [0, 1, 2, 3].map(|i| key[(from + i) % 4]);
+            apply_mask(chunk, rotated);
+        }
+        self.checked = upto;
+        self.utf8.feed(chunk).map_err(|_| CodecError::InvalidUtf8)
     }
 
     /// Validates a header against the connection state before any of its payload is buffered.
@@ -201,19 +250,14 @@ impl Decoder {
             OpCode::Ping => Ok(Some(Event::Ping(payload.freeze()))),
             OpCode::Pong => Ok(Some(Event::Pong(payload.freeze()))),
             OpCode::Close => Ok(Some(Event::Close(parse_close_body(&payload)?))),
+            // Text payloads were already fed to `utf8` by `unmask_and_check`.
             OpCode::Text | OpCode::Binary if header.fin => {
                 if header.opcode == OpCode::Text {
-                    std::str::from_utf8(&payload).map_err(|_| CodecError::InvalidUtf8)?;
+                    self.utf8.finish().map_err(|_| CodecError::InvalidUtf8)?;
                 }
                 Ok(Some(data_event(header.opcode, payload.freeze())))
             }
             OpCode::Text | OpCode::Binary => {
-                if header.opcode == OpCode::Text {
-                    self.utf8.reset();
-                    self.utf8
-                        .feed(&payload)
-                        .map_err(|_| CodecError::InvalidUtf8)?;
-                }
                 let mut assembly = BytesMut::new();
                 assembly.extend_from_slice(&payload);
                 self.message = Some(Message {
@@ -227,13 +271,8 @@ impl Decoder {
                 let Some(message) = self.message.as_mut() else {
                     return Err(CodecError::Protocol("continuation frame without a message"));
                 };
-                if message.opcode == OpCode::Text {
-                    self.utf8
-                        .feed(&payload)
-                        .map_err(|_| CodecError::InvalidUtf8)?;
-                    if header.fin {
-                        self.utf8.finish().map_err(|_| CodecError::InvalidUtf8)?;
-                    }
+                if message.opcode == OpCode::Text && header.fin {
+                    self.utf8.finish().map_err(|_| CodecError::InvalidUtf8)?;
                 }
                 message.assembly.extend_from_slice(&payload);
                 message.fragments += 1;
@@ -522,6 +561,31 @@ mod tests {
         d.feed(&masked(false, OpCode::Continuation, b"\xed\xa0\x80"));
         assert_eq!(d.next_event(), Err(CodecError::InvalidUtf8));
         assert_eq!(d.next_event(), Err(CodecError::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_is_complete() {
+        // A 1000-byte text frame whose third byte is invalid: the error must come from the
+        // first few payload bytes, without waiting for the other ~990 (Autobahn 6.4.3/6.4.4).
+        let mut payload = vec![b'a'; 1000];
+        payload[2] = 0xff;
+        let frame = masked(true, OpCode::Text, &payload);
+        let mut d = Decoder::new(4096);
+        d.feed(&frame[..8 + 4]); // 4-byte header + 4-byte mask + 4 payload bytes
+        assert_eq!(d.next_event(), Err(CodecError::InvalidUtf8));
+
+        // Valid text trickled byte by byte, with a 4-byte code point split across reads.
+        let text = "ab😀cd".repeat(50);
+        let frame = masked(true, OpCode::Text, text.as_bytes());
+        let mut d = Decoder::new(4096);
+        let mut events = Vec::new();
+        for b in frame.iter() {
+            d.feed(&[*b]);
+            while let Some(ev) = d.next_event().unwrap() {
+                events.push(ev);
+            }
+        }
+        assert_eq!(events, vec![Event::Text(Bytes::from(text))]);
     }
 
     #[test]
