@@ -32,4 +32,6 @@ pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod shard;
+#[cfg(test)]
+mod test_rng;
 pub mod timer;

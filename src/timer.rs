@@ -271,22 +271,7 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// Deterministic 64-bit LCG (Knuth's MMIX constants); high bits only.
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            self.0 >> 33
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::test_rng::Lcg;
 
     /// The model's deadline tick: `ceil((deadline - start) / tick)`, with nanosecond offsets.
     fn model_tick(offset_nanos: u64, tick: Duration) -> u64 {

@@ -138,22 +138,7 @@ mod tests {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-    /// Deterministic 64-bit LCG (Knuth's MMIX constants); high bits only.
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            self.0 >> 33
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::Lcg;
 
     fn members_of(reg: &Registry, id: ChannelId) -> Vec<usize> {
         reg.members(id)
@@ -265,10 +250,10 @@ mod tests {
         let mut conn_lists: Vec<Vec<ChannelId>> = vec![Vec::new(); KEYS];
 
         for step in 0..20_000 {
-            let key = rng.below(KEYS);
-            match rng.below(100) {
+            let key = rng.index(KEYS);
+            match rng.index(100) {
                 0..=49 => {
-                    let name = &names[rng.below(NAMES)];
+                    let name = &names[rng.index(NAMES)];
                     let (id, added) = reg.subscribe(name, key);
                     let model_added = model.entry(name.clone()).or_default().insert(key);
                     assert_eq!(added, model_added, "subscribe at step {step}");
@@ -284,7 +269,7 @@ mod tests {
                     if conn_lists[key].is_empty() {
                         continue;
                     }
-                    let pos = rng.below(conn_lists[key].len());
+                    let pos = rng.index(conn_lists[key].len());
                     let id = conn_lists[key].swap_remove(pos);
                     let name = reg
                         .name(id)
@@ -300,7 +285,7 @@ mod tests {
                 }
                 80..=89 => {
                     // Unsubscribing from a channel the key is not in changes nothing.
-                    let name = &names[rng.below(NAMES)];
+                    let name = &names[rng.index(NAMES)];
                     if let Some(id) = reg.lookup(name) {
                         let member = model[name].contains(&key);
                         if !member {
