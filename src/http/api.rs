@@ -24,11 +24,7 @@ pub async fn handle(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Resp 
         Ok(r) => r,
         Err(e) => {
             let (status, code) = e.status_and_code();
-            if status.is_server_error() || status == StatusCode::UNAUTHORIZED {
-                tracing::info!("api request refused: {e}");
-            } else {
-                tracing::debug!("api request refused: {e}");
-            }
+            tracing::info!(status = status.as_u16(), code, "api request refused: {e}");
             error(status, code, e)
         }
     }
