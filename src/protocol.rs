@@ -289,13 +289,26 @@ fn check_depth(buf: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+thread_local! {
+    /// simd-json's scratch buffers, reused by every parse on this thread (one set per shard):
+    /// allocating them per message was the largest part of parsing a small message.
+    static JSON_BUFFERS: std::cell::RefCell<simd_json::Buffers> =
+        std::cell::RefCell::new(simd_json::Buffers::default());
+}
+
 /// Parses one JSON document with simd-json (in place); the error is a short description.
 fn parse_json(buf: &mut [u8]) -> Result<Value, String> {
     if buf.iter().all(u8::is_ascii_whitespace) {
         return Err("empty input".into());
     }
     check_depth(buf)?;
-    simd_json::serde::from_slice::<Value>(buf).map_err(|e| e.to_string())
+    JSON_BUFFERS
+        .with(|buffers| match buffers.try_borrow_mut() {
+            Ok(mut b) => simd_json::serde::from_slice_with_buffers::<Value>(buf, &mut b),
+            // Not reachable (parsing does not re-enter), but never panic on input.
+            Err(_) => simd_json::serde::from_slice::<Value>(buf),
+        })
+        .map_err(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
