@@ -568,9 +568,16 @@ impl Shard {
             results: job.results,
             index: job.index,
         });
-        for inbox in &self.shared.inboxes {
-            let _ = inbox.send(ShardMsg::Deliver(msg.clone()));
+        let shared = self.shared.clone();
+        for (shard, inbox) in shared.inboxes.iter().enumerate() {
+            if shard != self.id {
+                let _ = inbox.send(ShardMsg::Deliver(msg.clone()));
+            }
         }
+        // Local subscribers need no queue round trip. Order holds: only this shard produces
+        // this channel's `Deliver`s, so none of them can be waiting in our own inbox.
+        let n = self.fan_out(&msg);
+        msg.results.report(msg.index, n);
     }
 
     /// Queues a channel message to every local subscriber whose filter matches. Returns how
