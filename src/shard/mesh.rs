@@ -2,7 +2,8 @@
 //!
 //! Every shard owns an unbounded inbox (tokio mpsc: a send wakes the receiving shard, which
 //! drains a batch per wake). Ordering rule: a channel's offsets are assigned by exactly one shard,
-//! its *owner* (`owner_of`), which sends every `Deliver` of that channel to every shard's inbox in
+//! its *owner* (`owner_of`), which fans out to its own subscribers directly and sends every
+//! `Deliver` of that channel to every other shard's inbox in
 //! offset order. Inboxes are FIFO per sender, so every shard sees a channel's messages in offset
 //! order whatever the number of concurrent publishers, and no lock is taken to get there.
 //!
