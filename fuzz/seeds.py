@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under fuzz/corpus/<target>/seed-*.
+
+Seeds follow each target's input layout (see the doc comment at the top of each target).
+Rerunning overwrites the seed-* files only; inputs libFuzzer added and regression-* files stay.
+"""
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def frame(fin, op, payload, key=KEY, masked=True):
+    b0 = (0x80 if fin else 0) | op
+    n = len(payload)
+    m = 0x80 if masked else 0
+    if n < 126:
+        head = bytes([b0, m | n])
+    elif n < 65536:
+        head = bytes([b0, m | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, m | 127]) + struct.pack(">Q", n)
+    if not masked:
+        return head + payload
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + key + body
+
+
+# Valid and invalid client streams, mostly from the codec tests.
+STREAMS = {
+    "rfc-hello": frame(True, 1, b"Hello"),
+    "fragmented-with-ping": frame(False, 1, b"Hel") + frame(True, 9, b"p")
+    + frame(True, 0, b"lo"),
+    "binary-256": frame(True, 2, bytes(range(256))),
+    "controls": frame(True, 9, b"ping") + frame(True, 10, b"") + frame(True, 8, b"\x03\xe8bye"),
+    "emoji-3-fragments": frame(False, 1, b"a\xf0\x9f") + frame(False, 0, b"\x98")
+    + frame(True, 0, b"\x80b"),
+    "unmasked": frame(True, 1, b"hi", masked=False),
+    "rsv1": bytes([0xC1]) + frame(True, 1, b"hi")[1:],
+    "non-minimal-16": bytes([0x82, 0xFE, 0x00, 0x05]) + KEY + b"\0" * 5,
+    "close-1014": frame(True, 8, b"\x03\xf6gw"),
+    "close-1005": frame(True, 8, b"\x03\xed"),
+    "bad-utf8-fragment": frame(False, 1, b"ok ") + frame(True, 0, b"\xed\xa0\x80"),
+    "continuation-first": frame(True, 0, b"x"),
+}
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    assert len(data) < 4096, (target, name, len(data))
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    # frame_decoder_split: [limit index, cut count, cuts..., stream]
+    for name, s in STREAMS.items():
+        write("frame_decoder_split", name, bytes([7, 0]) + s)
+    write("frame_decoder_split", "cuts", bytes([5, 3, 1, 2, 7]) + STREAMS["fragmented-with-ping"])
+    write("frame_decoder_split", "limit-16", bytes([2, 0]) + frame(False, 2, b"x" * 10)
+          + frame(True, 0, b"y" * 7))
+
+    # differential_tungstenite: [limit index, stream]
+    for name, s in STREAMS.items():
+        write("differential_tungstenite", name, bytes([7]) + s)
+    write("differential_tungstenite", "limit-16-too-big", bytes([2]) + frame(False, 2, b"x" * 10)
+          + frame(True, 0, b"y" * 7))
+    many = frame(False, 2, b"") + b"".join(frame(False, 0, b"") for _ in range(64)) \
+        + frame(True, 0, b"z")
+    write("differential_tungstenite", "fragment-cap", bytes([5]) + many)
+
+    # frame_roundtrip: structured (arbitrary); any bytes decode to some Input.
+    write("frame_roundtrip", "zeros", bytes(64))
+    write("frame_roundtrip", "text", b"\x01\x00\x05Hello\x02\x03\x01\x00\x02\x00\x00\x00\x00"
+          + bytes(range(64)))
+    write("frame_roundtrip", "mixed", bytes(range(256)))
+
+    # utf8_validator: [chunk count, chunk lengths..., bytes]
+    write("utf8_validator", "valid", bytes([3, 1, 2, 3]) + "aé€😀z".encode())
+    write("utf8_validator", "surrogate", bytes([2, 3, 1]) + b"ok \xed\xa0\x80")
+    write("utf8_validator", "truncated", bytes([1, 2]) + b"a\xf0\x9f\x98")
+    write("utf8_validator", "overlong", bytes([0]) + b"\xe0\x80\x80")
+
+    # handshake: a request head
+    write("handshake", "rfc", b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\n"
+          b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+          b"Origin: https://ok.example\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    write("handshake", "keepalive", b"GET /ws?user_id=u1 HTTP/1.1\r\nhost: a\r\n"
+          b"upgrade: WebSocket\r\nconnection: keep-alive, Upgrade\r\n"
+          b"sec-websocket-key:  AQIDBAUGBwgJCgsMDQ4PEA== \r\nsec-websocket-version: 13\r\n\r\n")
+    write("handshake", "http10", b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+
+    # client_json: [max_subscriptions, json]
+    game = {"game_id": "7", "home_team": "KC", "away_team": "BUF", "home_score": 21,
+            "away_score": 17, "quarter": 4, "time_remaining": "02:05",
+            "game_status": "in_progress", "updated_at": "2026-11-25T18:04:05Z"}
+    odds = {"game_id": "7", "sportsbook": "fanduel", "home_team": "KC", "away_team": "BUF",
+            "spread": -3.5, "moneyline_home": -150, "moneyline_away": 130, "over_under": 47.5,
+            "updated_at": "2026-11-25T18:04:05.123Z"}
+    prediction = {"game_id": "7", "home_team": "KC", "away_team": "BUF",
+                  "home_win_probability": 0.62, "away_win_probability": 0.38,
+                  "predicted_spread": -3, "confidence_level": 0.8, "model_version": "v2.1",
+                  "updated_at": "2026-11-25T18:04:05+01:00"}
+    notification = {"message": "Kickoff soon", "level": "info", "title": "Heads up",
+                    "action_required": False}
+    docs = {
+        "heartbeat": {"event_type": "heartbeat", "message_id": "h1"},
+        "subscribe": {"event_type": "user_subscription", "message_id": "c1",
+                      "data": {"channels": ["odds", {"channel": "games",
+                                                     "filter": {"game_id": [7, "7", 7.0]}}],
+                               "filter": {"sportsbook": "fanduel"}}},
+        "unsubscribe": {"event_type": "user_unsubscription", "message_id": "u1",
+                        "data": {"channel": "odds"}},
+        "ws-publish": {"event_type": "publish", "message_id": "p",
+                       "data": {"event_type": "prediction_update", "data": prediction}},
+        "publish-odds": {"channels": ["odds", "odds_7"], "event_type": "odds_update",
+                         "data": odds, "message_id": "m"},
+        "publish-game": {"event_type": "game_update", "data": game},
+        "send": {"user_id": "u1", "event_type": "notification", "data": notification,
+                 "channel": "bankroll"},
+        "unknown": {"event_type": "refresh", "message_id": "r1"},
+    }
+    for name, doc in docs.items():
+        write("client_json", name, bytes([8]) + json.dumps(doc).encode())
+    write("client_json", "malformed", bytes([8]) + b'{"event_type":"heartbeat",')
+    write("client_json", "filter", bytes([1]) + b'{"game_id":["7",7],"live":true,"n":1.5}')
+
+    # timer_wheel / registry: structured (arbitrary); a few byte patterns.
+    for target in ("timer_wheel", "registry"):
+        write(target, "zeros", bytes(64))
+        write(target, "ramp", bytes(range(256)))
+        write(target, "pattern", bytes([1, 7, 0, 3, 2, 9, 4, 1, 0, 200]) * 20)
+
+
+if __name__ == "__main__":
+    main()
