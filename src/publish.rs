@@ -25,11 +25,16 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 #[error("server is shutting down")]
 pub struct Unavailable;
 
-/// Publishes to every channel of `req`; resolves once every shard has queued it.
-pub async fn publish(
-    shared: &Arc<Shared>,
-    req: PublishRequest,
-) -> Result<Vec<ChannelResult>, Unavailable> {
+/// A publish split into one job per channel, each for the shard that owns the channel.
+pub struct Prepared {
+    /// (owner shard, job).
+    pub jobs: Vec<(usize, SequenceJob)>,
+    pub results: Arc<PublishGather>,
+    pub done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Splits a validated publish into per-channel jobs for their owners.
+pub fn prepare(shared: &Shared, req: PublishRequest) -> Prepared {
     let n = shared.inboxes.len();
     let channels: Vec<Arc<str>> = req.channels.iter().map(|c| Arc::from(c.as_str())).collect();
     let (results, done) = PublishGather::new(channels.clone(), n);
@@ -38,20 +43,55 @@ pub async fn publish(
         message_id: req.message_id.unwrap_or_else(new_message_id),
         data: Arc::new(Value::Object(req.data)),
     });
-    for (index, channel) in channels.into_iter().enumerate() {
-        let owner = owner_of(&channel, n);
-        let job = SequenceJob {
-            channel,
-            body: body.clone(),
-            results: results.clone(),
-            index,
-        };
-        shared.inboxes[owner]
-            .send(ShardMsg::Sequence(job))
-            .map_err(|_| Unavailable)?;
+    let jobs = channels
+        .into_iter()
+        .enumerate()
+        .map(|(index, channel)| {
+            let owner = owner_of(&channel, n);
+            let job = SequenceJob {
+                channel,
+                body: body.clone(),
+                results: results.clone(),
+                index,
+            };
+            (owner, job)
+        })
+        .collect();
+    Prepared {
+        jobs,
+        results,
+        done,
     }
+}
+
+/// Hands a job to its owner's inbox.
+pub fn send_job(shared: &Shared, owner: usize, job: SequenceJob) -> Result<(), Unavailable> {
+    shared.inboxes[owner]
+        .send(ShardMsg::Sequence(job))
+        .map_err(|_| Unavailable)
+}
+
+/// Waits until every shard has queued every channel of the publish; the per-channel answer.
+pub async fn finish(
+    shared: &Shared,
+    results: Arc<PublishGather>,
+    done: tokio::sync::oneshot::Receiver<()>,
+) -> Result<Vec<ChannelResult>, Unavailable> {
     wait(done).await?;
     Ok(results.results(&shared.epoch))
+}
+
+/// Publishes to every channel of `req` from outside a shard (the HTTP API); resolves once every
+/// shard has queued it.
+pub async fn publish(
+    shared: &Arc<Shared>,
+    req: PublishRequest,
+) -> Result<Vec<ChannelResult>, Unavailable> {
+    let p = prepare(shared, req);
+    for (owner, job) in p.jobs {
+        send_job(shared, owner, job)?;
+    }
+    finish(shared, p.results, p.done).await
 }
 
 /// Sends a non-channel message to every connection (`user_id` None) or to every connection

@@ -120,8 +120,23 @@ impl Shard {
         let conn_id = conn.id;
         let shared = self.shared.clone();
         let this = self.this.clone();
+        // Channels this shard owns are sequenced right here; the rest go to their owners.
+        // One connection's publishes are still sequenced in the order they were read.
+        let prepared = crate::publish::prepare(&shared, req);
+        let mut sent = Ok(());
+        for (owner, job) in prepared.jobs {
+            if owner == self.id {
+                self.sequence(job);
+            } else if sent.is_ok() {
+                sent = crate::publish::send_job(&shared, owner, job);
+            }
+        }
+        let (results, done) = (prepared.results, prepared.done);
         tokio::task::spawn_local(async move {
-            let result = crate::publish::publish(&shared, req).await;
+            let result = match sent {
+                Ok(()) => crate::publish::finish(&shared, results, done).await,
+                Err(e) => Err(e),
+            };
             let Some(cell) = this.upgrade() else {
                 return;
             };
