@@ -61,13 +61,13 @@ for t in $TARGETS; do
   else
     failed=1
     artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
-    if grep -q "ERROR: libFuzzer: timeout" "$log"; then kind="TIMEOUT"
-    elif grep -q "out-of-memory" "$log"; then kind="OOM"
+    if grep -aq "ERROR: libFuzzer: timeout" "$log"; then kind="TIMEOUT"
+    elif grep -aq "out-of-memory" "$log"; then kind="OOM"
     else kind="CRASH"
     fi
     outcome="$kind (exit $rc) ${artifact:-no artifact}"
     echo "---- $t failed; last lines of its log:"
-    grep -E "panicked at|ERROR: libFuzzer" -A8 "$log" | head -40
+    grep -a -E "panicked at|ERROR: libFuzzer" -A8 "$log" | head -40
     echo "---- reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run $t ${artifact:-<artifact>}"
   fi
   line=$(printf '%-26s %12s execs in %4ss  %s' "$t" "${execs:-?}" "$secs" "$outcome")

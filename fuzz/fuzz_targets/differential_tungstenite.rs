@@ -248,10 +248,12 @@ impl Write for Mem<'_> {
 }
 
 fn theirs(limit: usize, stream: &[u8], frames: &[WFrame]) -> Outcome {
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(limit);
-    config.max_frame_size = Some(limit);
-    config.accept_unmasked_frames = false;
+    let config = WebSocketConfig {
+        max_message_size: Some(limit),
+        max_frame_size: Some(limit),
+        accept_unmasked_frames: false,
+        ..WebSocketConfig::default()
+    };
     let mem = Mem {
         data: stream,
         pos: 0,
