@@ -113,6 +113,21 @@ pub struct ServeConfig {
     #[arg(long, env = "HUDDLE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// WebSocket publishes one connection may have in flight; past it the server stops reading
+    /// that connection until replies go out.
+    #[arg(long, env = "HUDDLE_MAX_INFLIGHT_PUBLISHES", default_value_t = 64)]
+    pub max_inflight_publishes: usize,
+
+    /// Channel messages a shard may have accepted and not yet delivered everywhere; past it
+    /// publishes are refused with 503 `overloaded`.
+    #[arg(long, env = "HUDDLE_PUBLISH_QUEUE", default_value_t = 4096)]
+    pub publish_queue: usize,
+
+    /// A channel with no subscriber and no message for this long has its state freed; it comes
+    /// back at offset 0 with a new epoch.
+    #[arg(long, env = "HUDDLE_HISTORY_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub history_ttl: Duration,
+
     /// Serve `GET /ws/echo`, which echoes every message through the same codec and limits
     /// (for conformance runs such as Autobahn; off by default).
     #[arg(long, env = "HUDDLE_ECHO_ENDPOINT")]

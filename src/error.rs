@@ -95,7 +95,11 @@ pub enum ApiError {
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error("server is shutting down")]
-    Unavailable,
+    ShuttingDown,
+    #[error("server overloaded: too many messages in flight, retry shortly")]
+    Overloaded { retry_after_secs: u64 },
+    #[error("request body not received within --handshake-timeout")]
+    BodyTimeout,
 }
 
 impl ApiError {
@@ -113,7 +117,9 @@ impl ApiError {
             ApiError::Publish(PublishError::Invalid(_) | PublishError::InvalidChannel(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
             }
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
         }
     }
 }

@@ -22,12 +22,12 @@
 pub mod codec;
 pub mod config;
 pub mod conn;
+pub mod engine;
 pub mod error;
 pub mod handshake;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
-pub mod publish;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;

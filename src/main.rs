@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     };
     let grace = cfg.shutdown_grace;
     let shards = cfg.shard_count();
-    let server = match huddle::server::start(cfg, api_key) {
+    let server = match huddle::server::start(cfg, vec![api_key]) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -41,7 +41,12 @@ fn main() -> ExitCode {
     wait_for_signal();
     tracing::info!(?grace, "signal received: closing connections with 1001");
     server.shutdown();
-    server.join();
+    if !server.join_within(grace) {
+        tracing::warn!(
+            ?grace,
+            "shutdown grace over; exiting with connections still open"
+        );
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

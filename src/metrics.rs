@@ -14,6 +14,10 @@ use prometheus::{
 /// One shard's metric children.
 pub struct ShardMetrics {
     pub connections: IntGauge,
+    /// Channels whose state (offset, epoch) this shard owns; follows the channels in use.
+    pub channel_states: IntGauge,
+    /// Publishes refused with `overloaded` (nothing of them delivered).
+    pub publishes_refused: IntCounter,
     pub messages_published: IntCounter,
     pub messages_delivered: IntCounter,
     pub slow_consumer_disconnects: IntCounter,
@@ -57,6 +61,14 @@ impl Metrics {
             v
         };
         let connections = gauge("huddle_connections", "Open WebSocket connections.");
+        let channel_states = gauge(
+            "huddle_channel_states",
+            "Channels with state on the shard that owns them (freed after --history-ttl unused).",
+        );
+        let refused = counter(
+            "huddle_publishes_refused_total",
+            "Publishes refused with overloaded because an owner's --publish-queue was full.",
+        );
         let published = counter(
             "huddle_messages_published_total",
             "Messages published (one per channel of a publish; broadcasts and user sends count once).",
@@ -103,6 +115,8 @@ impl Metrics {
                 let l = [l.as_str()];
                 ShardMetrics {
                     connections: connections.with_label_values(&l),
+                    channel_states: channel_states.with_label_values(&l),
+                    publishes_refused: refused.with_label_values(&l),
                     messages_published: published.with_label_values(&l),
                     messages_delivered: delivered.with_label_values(&l),
                     slow_consumer_disconnects: slow.with_label_values(&l),

@@ -111,6 +111,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The connection exceeded its inbound message rate (set by the server, [auth]).
     RateLimited,
+    /// The server cannot take the publish now; nothing of it was delivered.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -123,6 +125,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }

@@ -1,8 +1,10 @@
-//! Process-wide state shared by all shards (read-mostly), and start/stop of the shard threads.
+//! Start and stop: binds the listeners, builds the state every shard sees, starts one thread
+//! per shard with the HTTP layer as its connection handler, and bounds the shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -10,21 +12,8 @@ use tokio::sync::mpsc;
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::ratelimit::ConnRateLimiter;
-use crate::shard::mesh::{Inbox, ShardMsg};
-
-/// What every shard can see. Nothing here is written on the per-message path except each
-/// shard's own metric children.
-pub struct Shared {
-    pub config: ServeConfig,
-    pub api_key: String,
-    /// Changes on every start: offsets restart at 1 with no shared history (PROTOCOL.md §3).
-    pub epoch: String,
-    pub metrics: Metrics,
-    /// Inbox of every shard, by shard id.
-    pub inboxes: Vec<Inbox>,
-    /// Connect path only: one lock per upgrade request.
-    pub conn_limiter: Option<Mutex<ConnRateLimiter>>,
-}
+use crate::shard::mesh::Admission;
+use crate::shard::{Shared, Shutdown, UserIndex};
 
 /// A running server.
 pub struct ServerHandle {
@@ -35,7 +24,7 @@ pub struct ServerHandle {
 
 /// Binds the listeners and starts one thread per shard. Returns once the port is bound, so
 /// connections made after this are queued even if a shard is still starting.
-pub fn start(config: ServeConfig, api_key: String) -> std::io::Result<ServerHandle> {
+pub fn start(config: ServeConfig, api_keys: Vec<String>) -> std::io::Result<ServerHandle> {
     let n = config.shard_count();
     let listeners = crate::shard::listener::bind(config.listen, n)?;
     let addr = listeners[0].local_addr()?;
@@ -45,11 +34,15 @@ pub fn start(config: ServeConfig, api_key: String) -> std::io::Result<ServerHand
             .conn_rate
             .0
             .map(|r| Mutex::new(ConnRateLimiter::new(r))),
+        admission: (0..n)
+            .map(|_| Admission::new(config.publish_queue))
+            .collect(),
         config,
-        api_key,
-        epoch: ulid::Ulid::new().to_string(),
+        api_keys,
         metrics: Metrics::new(n),
         inboxes,
+        users: UserIndex::default(),
+        shutdown: Shutdown::new(n),
     });
     let mut threads = Vec::with_capacity(n);
     for (id, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
@@ -58,6 +51,7 @@ pub fn start(config: ServeConfig, api_key: String) -> std::io::Result<ServerHand
             shared.clone(),
             listener,
             rx,
+            |cell, stream, peer| Box::pin(crate::http::serve(cell, stream, peer)),
         )?);
     }
     Ok(ServerHandle {
@@ -70,26 +64,24 @@ pub fn start(config: ServeConfig, api_key: String) -> std::io::Result<ServerHand
 impl ServerHandle {
     /// Asks every shard to close its connections with 1001 and stop.
     pub fn shutdown(&self) {
-        for inbox in &self.shared.inboxes {
-            let _ = inbox.send(ShardMsg::Shutdown);
-        }
+        self.shared.shutdown.trigger();
     }
 
-    /// Waits for every shard thread to finish.
-    pub fn join(self) {
+    /// Waits for every shard thread to finish, at most `limit`; false if some were still
+    /// running (the caller exits anyway, dropping their connections).
+    pub fn join_within(self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.threads.iter().any(|t| !t.is_finished()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         for t in self.threads {
             let _ = t.join();
         }
+        true
     }
-}
-
-/// Compares API keys in time independent of where they differ.
-pub fn key_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A random API key: 32 hex characters.
@@ -104,10 +96,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys() {
-        assert!(key_matches("abc", "abc"));
-        assert!(!key_matches("abd", "abc"));
-        assert!(!key_matches("ab", "abc"));
+    fn random_keys_differ() {
         let k = random_key();
         assert_eq!(k.len(), 32);
         assert_ne!(k, random_key());

@@ -1,35 +1,26 @@
-//! One WebSocket connection: its slab record (`Conn`), its socket (`ConnIo`) and the task that
-//! drives it (`driver`).
+//! One WebSocket connection's plain data: where it is in its life ([`Phase`]), its
+//! subscriptions, and its unsent frames ([`outbox`]). No sockets here: the shard owns the slab
+//! record that holds these with the socket, and `shard::driver` is the only code that waits on
+//! the socket.
 //!
 //! Invariants:
-//! - A `Conn` lives in exactly one shard's slab, under a key valid only on that shard. Only the
-//!   connection's own driver task removes it, so a key never changes owner while the task runs.
-//! - While `Open`, the connection is in the registry bitsets of its subscriptions. Closing
+//! - While `Open`, a connection is in the registry bitsets of its subscriptions. Closing
 //!   detaches it first (bitsets, users, timer), so no fan-out reaches a closing connection and a
-//!   reused key starts clean.
+//!   reused slab key starts clean.
 //! - Idle cost: no read buffer (reads go through the shard's scratch buffer), an empty outbox
 //!   holds no heap, subscriptions are a small Vec.
 
-pub mod driver;
 pub mod outbox;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
-use tokio::sync::Notify;
-
+use crate::error::CloseReason;
 use crate::protocol::Filter;
 use crate::registry::ChannelId;
-use crate::timer::TimerId;
-use outbox::Outbox;
 
-/// The socket, shared by the slab record (fan-out writes to it directly) and the driver task.
-pub struct ConnIo {
-    pub stream: TcpStream,
-    /// Wakes the driver when the outbox needs the socket's writable readiness or the
-    /// connection started closing.
-    pub wake: Notify,
-}
+/// Longest a closing connection waits for the client's close once its close frame is out
+/// (PROTOCOL.md §6), however much the client keeps sending.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +30,25 @@ pub enum Phase {
     Closing {
         peer_closed: bool,
         since: Instant,
+        reason: CloseReason,
     },
+}
+
+impl Phase {
+    /// When a closing connection is dropped whatever the client does: [`CLOSE_LINGER`] after the
+    /// close started, or, for the shutdown drain (whose queue may take up to `--shutdown-grace`
+    /// to flush), after the close frame was written (`flushed_at`). None while open, or while a
+    /// shutdown close is still flushing.
+    pub fn linger_deadline(&self, flushed_at: Option<Instant>) -> Option<Instant> {
+        match *self {
+            Phase::Open => None,
+            Phase::Closing {
+                reason: CloseReason::ShuttingDown,
+                ..
+            } => flushed_at.map(|t| t + CLOSE_LINGER),
+            Phase::Closing { since, .. } => Some(since + CLOSE_LINGER),
+        }
+    }
 }
 
 /// One channel a connection is subscribed to, with its optional client filter.
@@ -48,37 +57,34 @@ pub struct Subscription {
     pub filter: Option<Box<Filter>>,
 }
 
-/// A connection's record in its shard's slab.
-pub struct Conn {
-    /// Unique across shards and time (shard id in the top bits).
-    pub id: u64,
-    pub io: std::rc::Rc<ConnIo>,
-    pub user_id: Option<Box<str>>,
-    pub subs: Vec<Subscription>,
-    /// True when any subscription carries a filter (skips the lookup on the fan-out path).
-    pub has_filters: bool,
-    pub can_publish: bool,
-    /// Echo endpoint connection (conformance runs only).
-    pub echo: bool,
-    /// Last time any byte arrived from the client.
-    pub last_seen: Instant,
-    /// A server ping was sent since `last_seen`.
-    pub pinged: bool,
-    pub timer: Option<TimerId>,
-    pub out: Outbox,
-    /// Queued in the shard's dirty list, to be flushed at the end of the current batch.
-    pub dirty: bool,
-    pub phase: Phase,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Conn {
-    /// The subscription to `channel`, if any.
-    pub fn subscription(&self, channel: ChannelId) -> Option<&Subscription> {
-        self.subs.iter().find(|s| s.channel == channel)
-    }
-
-    /// The `connection_id` shown to clients.
-    pub fn public_id(&self) -> String {
-        format!("{:x}-{:x}", self.id >> 48, self.id & 0xffff_ffff_ffff)
+    #[test]
+    fn linger_bounds() {
+        let t0 = Instant::now();
+        assert_eq!(Phase::Open.linger_deadline(Some(t0)), None);
+        let slow = Phase::Closing {
+            peer_closed: false,
+            since: t0,
+            reason: CloseReason::SlowConsumer,
+        };
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(slow.linger_deadline(Some(later)), Some(t0 + CLOSE_LINGER));
+        let drain = Phase::Closing {
+            peer_closed: false,
+            since: t0,
+            reason: CloseReason::ShuttingDown,
+        };
+        assert_eq!(
+            drain.linger_deadline(None),
+            None,
+            "flushing within the grace"
+        );
+        assert_eq!(
+            drain.linger_deadline(Some(later)),
+            Some(later + CLOSE_LINGER)
+        );
     }
 }

@@ -13,48 +13,69 @@ use serde_json::{json, Value};
 use super::{error, json_response, Resp};
 use crate::error::ApiError;
 use crate::protocol::{DirectMessage, PublishRequest};
-use crate::server::{key_matches, Shared};
+use crate::shard::publish::{self, Refused};
+use crate::shard::Shared;
 
 /// Largest accepted request body (PROTOCOL.md §7).
 const MAX_BODY: usize = 1024 * 1024;
 
 /// Routes an authenticated `/api/*` request.
-pub async fn handle(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Resp {
-    match dispatch(shared, req).await {
+pub async fn handle(shared: &Arc<Shared>, shard: usize, req: http::Request<Incoming>) -> Resp {
+    match dispatch(shared, shard, req).await {
         Ok(r) => r,
         Err(e) => {
             let (status, code) = e.status_and_code();
             tracing::info!(status = status.as_u16(), code, "api request refused: {e}");
-            error(status, code, e)
+            if matches!(e, ApiError::Overloaded { .. }) {
+                shared.metrics.shard(shard).publishes_refused.inc();
+            }
+            let mut resp = error(status, code, &e);
+            if let ApiError::Overloaded { retry_after_secs } = e {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after_secs.into());
+            }
+            resp
         }
     }
 }
 
-async fn dispatch(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Result<Resp, ApiError> {
-    if !authorized(req.headers(), &shared.api_key) {
+/// What a refused publish answers over HTTP.
+fn refused(r: Refused) -> ApiError {
+    match r {
+        Refused::Overloaded => ApiError::Overloaded {
+            retry_after_secs: 1,
+        },
+        Refused::ShuttingDown => ApiError::ShuttingDown,
+    }
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    shard: usize,
+    req: http::Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    if !authorized(req.headers(), shared) {
         return Err(ApiError::Unauthorized);
     }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (method, path.as_str()) {
         (Method::POST, "/api/publish") => {
-            let mut body = read_body(req).await?;
-            let publish = PublishRequest::parse(&mut body)?;
-            let results = crate::publish::publish(shared, publish)
-                .await
-                .map_err(|_| ApiError::Unavailable)?;
+            let mut body = read_body(shared, req).await?;
+            let request = PublishRequest::parse(&mut body)?;
+            let results = publish::publish(shared, request).await.map_err(refused)?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "results": results }),
             ))
         }
         (Method::POST, "/api/broadcast") => {
-            let mut body = read_body(req).await?;
+            let mut body = read_body(shared, req).await?;
             let msg = DirectMessage::parse_broadcast(&mut body)?;
-            direct(shared, None, msg).await
+            direct(shared, shard, None, msg).await
         }
         (Method::POST, "/api/send") => {
-            let mut body = read_body(req).await?;
+            let mut body = read_body(shared, req).await?;
             let msg = DirectMessage::parse_send(&mut body)?;
             if msg.channel.is_some() {
                 return Ok(error(
@@ -64,7 +85,7 @@ async fn dispatch(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Result<
                 ));
             }
             let user = msg.user_id.clone();
-            direct(shared, user, msg).await
+            direct(shared, shard, user, msg).await
         }
         (Method::GET, "/api/stats") => stats(shared).await,
         (Method::GET, "/api/channels") => channels(shared).await,
@@ -82,31 +103,27 @@ async fn dispatch(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Result<
 
 async fn direct(
     shared: &Arc<Shared>,
+    shard: usize,
     user_id: Option<String>,
     msg: DirectMessage,
 ) -> Result<Resp, ApiError> {
     let data = Value::Object(msg.data);
-    let n = crate::publish::direct(
+    let n = publish::direct(
         shared,
+        shard,
         user_id,
         &msg.event_type,
         &data,
         msg.message_id.as_deref(),
     )
     .await
-    .map_err(|_| ApiError::Unavailable)?;
+    .map_err(refused)?;
     Ok(json_response(StatusCode::OK, &json!({ "recipients": n })))
 }
 
 async fn stats(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
-    let mut snaps = crate::publish::snapshots(shared)
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    let mut snaps = publish::snapshots(shared).await.map_err(refused)?;
     snaps.sort_by_key(|s| s.shard);
-    let users: HashSet<&str> = snaps
-        .iter()
-        .flat_map(|s| s.users.iter().map(|u| &**u))
-        .collect();
     let channels: HashSet<&str> = snaps
         .iter()
         .flat_map(|s| s.channels.iter().map(|(c, _)| &**c))
@@ -114,7 +131,7 @@ async fn stats(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
     let t = shared.metrics.totals();
     let body = json!({
         "connections": snaps.iter().map(|s| s.connections).sum::<u64>(),
-        "users": users.len(),
+        "users": shared.users.count(),
         "channels": channels.len(),
         "shards": snaps.iter().map(|s| json!({"id": s.shard, "connections": s.connections})).collect::<Vec<_>>(),
         "messages_published": t.messages_published,
@@ -128,9 +145,7 @@ async fn stats(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
 }
 
 async fn channels(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
-    let snaps = crate::publish::snapshots(shared)
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    let snaps = publish::snapshots(shared).await.map_err(refused)?;
     let mut merged: BTreeMap<&str, u64> = BTreeMap::new();
     for s in &snaps {
         for (c, n) in &s.channels {
@@ -144,18 +159,34 @@ async fn channels(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
     Ok(json_response(StatusCode::OK, &json!({ "channels": list })))
 }
 
-/// `Authorization: Bearer KEY` or `X-API-Key: KEY`.
-fn authorized(headers: &http::HeaderMap, key: &str) -> bool {
+/// `Authorization: Bearer KEY` (scheme case-insensitive, RFC 9110 §11.1) or `X-API-Key: KEY`.
+fn authorized(headers: &http::HeaderMap, shared: &Shared) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     let x_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    bearer.or(x_key).is_some_and(|k| key_matches(k.trim(), key))
+    bearer
+        .or(x_key)
+        .is_some_and(|k| shared.key_allowed(k.trim()))
 }
 
-/// The whole body, refusing more than 1 MiB before reading it when Content-Length says so.
-async fn read_body(req: http::Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+/// The credentials of an `Authorization: Bearer …` value.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// The whole body, refusing more than 1 MiB before reading it when Content-Length says so, and
+/// cutting a body that has not arrived within `--handshake-timeout` (408).
+async fn read_body(shared: &Shared, req: http::Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+    let limit = shared.config.handshake_timeout;
+    tokio::time::timeout(limit, read_body_inner(req))
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?
+}
+
+async fn read_body_inner(req: http::Request<Incoming>) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -54,7 +54,10 @@ async fn route(cell: Rc<RefCell<Shard>>, peer: SocketAddr, req: http::Request<In
     if path == "/ws" || path.starts_with("/ws/") {
         return ws::upgrade(cell, peer, req);
     }
-    let shared = cell.borrow().shared.clone();
+    let (shared, shard) = {
+        let s = cell.borrow();
+        (s.shared.clone(), s.id)
+    };
     match path {
         "/healthz" => text(StatusCode::OK, "ok"),
         "/metrics" => {
@@ -65,7 +68,7 @@ async fn route(cell: Rc<RefCell<Shard>>, peer: SocketAddr, req: http::Request<In
             );
             r
         }
-        p if p.starts_with("/api/") => api::handle(&shared, req).await,
+        p if p.starts_with("/api/") => api::handle(&shared, shard, req).await,
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     }
 }

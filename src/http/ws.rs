@@ -126,7 +126,7 @@ pub fn upgrade(
         .api_key
         .as_deref()
         .or(header_key.as_deref())
-        .is_some_and(|k| crate::server::key_matches(k, &shared.api_key));
+        .is_some_and(|k| shared.key_allowed(k));
     let params = ConnParams {
         echo,
         channels,
@@ -152,7 +152,7 @@ pub fn upgrade(
         let stream = parts.io.into_inner();
         let (key, io) = cell.borrow_mut().register(stream, params);
         // A task of its own, so this (larger) upgrade future is freed now.
-        tokio::task::spawn_local(crate::conn::driver::drive(cell, key, io, parts.read_buf));
+        tokio::task::spawn_local(crate::shard::driver::drive(cell, key, io, parts.read_buf));
     });
     let mut resp = Response::new(Full::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

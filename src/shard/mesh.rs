@@ -1,14 +1,34 @@
-//! Messages between shards, and the gathers that collect one answer per shard.
+//! Messages between shards, the admission budget that bounds them, and the gathers that collect
+//! the answer of a publish.
 //!
-//! Every shard owns an unbounded inbox (tokio mpsc: a send wakes the receiving shard, which
-//! drains a batch per wake). Ordering rule: a channel's offsets are assigned by exactly one shard,
-//! its *owner* (`owner_of`), which fans out to its own subscribers directly and sends every
-//! `Deliver` of that channel to every other shard's inbox in
-//! offset order. Inboxes are FIFO per sender, so every shard sees a channel's messages in offset
-//! order whatever the number of concurrent publishers, and no lock is taken to get there.
+//! # Ordering rule
 //!
-//! Gathers are the only state shards touch together: per publish, one atomic add per shard, and a
-//! one-time hand-off of the answer to the waiting request.
+//! A channel's offsets are assigned by exactly one shard, its *owner* (`owner_of`). The owner
+//! sends a channel's messages, in offset order, only to the shards that registered *interest*
+//! in it, and fans out to its own subscribers directly. Inboxes are FIFO per sender, so every
+//! shard sees a channel's messages in offset order whatever the number of publishers.
+//!
+//! A shard's first local subscriber of a channel it does not own sends `Interest` to the owner
+//! and holds the subscribe reply back. The owner adds the shard to the channel's interest set
+//! and answers `InterestAck { offset }` through the *same* FIFO as the channel's `Deliver`s: every
+//! message with an offset above the ack follows the ack, every message at or below it was sent
+//! before it. The subscriber shard therefore ignores `Deliver`s of a channel whose ack it is
+//! still waiting for, answers the subscribe with the ack's offset, and delivers what follows:
+//! no gap and no duplicate. The last local subscriber leaving sends `Uninterest`.
+//!
+//! # Bounds
+//!
+//! Every channel message in flight holds a [`Permit`] of its owner's [`Admission`] budget
+//! (`--publish-queue`), taken before anything of the publish is sequenced and given back when
+//! the last shard has fanned the message out (the permit lives in the shared `ChannelMessage`).
+//! A message sits in at most one inbox per shard, so inbox length is bounded by the budgets; a
+//! publish that cannot get a permit for every one of its channels is refused whole (`overloaded`)
+//! and delivered nowhere. Broadcasts and user sends hold a permit of the shard that accepted them.
+//!
+//! # Gathers
+//!
+//! The only state shards touch together: per publish, a few atomic operations per interested
+//! shard, and a one-time hand-off of the answer to the waiting request.
 
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,21 +39,71 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-/// Sending half of a shard's inbox.
+/// Sending half of a shard's inbox. Unbounded as a channel type; bounded by the admission
+/// budgets described in the module docs.
 pub type Inbox = mpsc::UnboundedSender<ShardMsg>;
 
 /// Work for a shard.
 pub enum ShardMsg {
-    /// To the channel's owner: assign the next offset, encode once, send `Deliver` to all shards.
+    /// To the channel's owner: assign the next offset, encode once, send to interested shards.
     Sequence(SequenceJob),
     /// A sequenced channel message to fan out to local subscribers.
     Deliver(Arc<ChannelMessage>),
+    /// To the owner: `shard` has (`on`) or no longer has local subscribers of `channel`.
+    Interest {
+        channel: Arc<str>,
+        shard: usize,
+        on: bool,
+    },
+    /// From the owner: `channel` is at `offset` in `epoch`; every later message follows.
+    InterestAck {
+        channel: Arc<str>,
+        offset: u64,
+        epoch: Arc<str>,
+    },
     /// A non-channel message (broadcast, or to one user) to fan out.
     Direct(Arc<DirectMessage>),
-    /// Report this shard's connections, users and channels.
+    /// Report this shard's connections and channels.
     Snapshot(Arc<Gather<ShardSnapshot>>),
-    /// Stop accepting, close every connection with 1001, exit when drained.
-    Shutdown,
+}
+
+/// A shard's budget of channel messages in flight (`--publish-queue`).
+pub struct Admission {
+    in_flight: AtomicUsize,
+    cap: usize,
+}
+
+/// One message's share of an [`Admission`] budget; given back on drop.
+pub struct Permit(Arc<Admission>);
+
+impl Admission {
+    pub fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Admission {
+            in_flight: AtomicUsize::new(0),
+            cap: cap.max(1),
+        })
+    }
+
+    /// A permit, or None when `cap` messages are already in flight.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= self.cap {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Permit(self.clone()))
+    }
+
+    /// Messages in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The part of a publish that is the same for every channel it goes to.
@@ -51,6 +121,7 @@ pub struct SequenceJob {
     pub results: Arc<PublishGather>,
     /// Index of this channel in `results`.
     pub index: usize,
+    pub permit: Permit,
 }
 
 /// A message with its offset and its complete frame, shared by every shard and subscriber.
@@ -63,6 +134,8 @@ pub struct ChannelMessage {
     pub published_at: Instant,
     pub results: Arc<PublishGather>,
     pub index: usize,
+    /// Held until the last shard drops the message.
+    pub _permit: Permit,
 }
 
 /// A broadcast (`user_id` None) or a message to every connection of one user.
@@ -71,6 +144,7 @@ pub struct DirectMessage {
     pub frame: Bytes,
     pub published_at: Instant,
     pub recipients: Arc<Gather<u64>>,
+    pub _permit: Permit,
 }
 
 /// One shard's view for `/api/stats` and `/api/channels`.
@@ -78,7 +152,6 @@ pub struct DirectMessage {
 pub struct ShardSnapshot {
     pub shard: usize,
     pub connections: u64,
-    pub users: Vec<Box<str>>,
     pub channels: Vec<(Box<str>, u64)>,
 }
 
@@ -91,53 +164,71 @@ pub struct ChannelResult {
     pub recipients: u64,
 }
 
-/// Collects offsets and recipient counts of a publish from every shard, lock-free until the
-/// last shard reports.
+/// Collects offsets and recipient counts of a publish, lock-free until it completes.
+///
+/// Each channel starts with one pending report (its owner's). The owner adds one per other
+/// interested shard *before* sending them the message, then reports its own count, so a
+/// channel's count reaches zero exactly when every shard that got it has reported.
 pub struct PublishGather {
     channels: Vec<Arc<str>>,
     offsets: Vec<AtomicU64>,
+    epochs: Mutex<Vec<Option<Arc<str>>>>,
     recipients: Vec<AtomicU64>,
+    pending: Vec<AtomicUsize>,
     remaining: AtomicUsize,
     done: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl PublishGather {
-    /// A gather expecting one report per (channel, shard).
-    pub fn new(channels: Vec<Arc<str>>, shards: usize) -> (Arc<Self>, oneshot::Receiver<()>) {
+    pub fn new(channels: Vec<Arc<str>>) -> (Arc<Self>, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
         let n = channels.len();
         let g = PublishGather {
             offsets: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            epochs: Mutex::new(vec![None; n]),
             recipients: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            remaining: AtomicUsize::new(n * shards),
+            pending: (0..n).map(|_| AtomicUsize::new(1)).collect(),
+            remaining: AtomicUsize::new(n),
             channels,
             done: Mutex::new(Some(tx)),
         };
         (Arc::new(g), rx)
     }
 
-    /// Recorded by the owner before it sends the `Deliver`s.
-    pub fn set_offset(&self, index: usize, offset: u64) {
+    /// Recorded by the owner when it assigns the offset, with the number of other shards the
+    /// message is about to be sent to.
+    pub fn sequenced(&self, index: usize, offset: u64, epoch: &Arc<str>, other_shards: usize) {
         self.offsets[index].store(offset, Ordering::Relaxed);
+        if let Ok(mut e) = self.epochs.lock() {
+            e[index] = Some(epoch.clone());
+        }
+        self.pending[index].fetch_add(other_shards, Ordering::AcqRel);
     }
 
-    /// One shard's count for one channel; the last report completes the gather.
+    /// One shard's count for one channel; the last report of the last channel completes it.
     pub fn report(&self, index: usize, recipients: u64) {
         self.recipients[index].fetch_add(recipients, Ordering::Relaxed);
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.pending[index].fetch_sub(1, Ordering::AcqRel) == 1
+            && self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+        {
             complete(&self.done);
         }
     }
 
     /// The answer, once the receiver returned by `new` has fired.
-    pub fn results(&self, epoch: &str) -> Vec<ChannelResult> {
+    pub fn results(&self) -> Vec<ChannelResult> {
+        let epochs = self.epochs.lock().map(|e| e.clone()).unwrap_or_default();
         self.channels
             .iter()
             .enumerate()
             .map(|(i, c)| ChannelResult {
                 channel: c.to_string(),
                 offset: self.offsets[i].load(Ordering::Relaxed),
-                epoch: epoch.to_owned(),
+                epoch: epochs
+                    .get(i)
+                    .and_then(|e| e.as_deref())
+                    .unwrap_or_default()
+                    .to_owned(),
                 recipients: self.recipients[i].load(Ordering::Relaxed),
             })
             .collect()
@@ -211,20 +302,36 @@ mod tests {
     }
 
     #[test]
-    fn publish_gather_completes_on_last_report() {
-        let (g, mut rx) = PublishGather::new(vec!["a".into(), "b".into()], 2);
-        g.set_offset(0, 5);
-        g.set_offset(1, 9);
+    fn publish_gather_waits_for_every_interested_shard() {
+        let (g, mut rx) = PublishGather::new(vec!["a".into(), "b".into()]);
+        let e: Arc<str> = Arc::from("E");
+        // Channel a goes to 2 other shards, b to none.
+        g.sequenced(0, 5, &e, 2);
+        g.sequenced(1, 9, &e, 0);
         g.report(0, 3);
         g.report(1, 1);
+        assert!(rx.try_recv().is_err());
         g.report(0, 4);
         assert!(rx.try_recv().is_err());
-        g.report(1, 2);
+        g.report(0, 0);
         assert!(rx.try_recv().is_ok());
-        let r = g.results("e");
-        assert_eq!(r[0].offset, 5);
-        assert_eq!(r[0].recipients, 7);
-        assert_eq!(r[1].recipients, 3);
+        let r = g.results();
+        assert_eq!((r[0].offset, r[0].recipients), (5, 7));
+        assert_eq!((r[1].offset, r[1].recipients), (9, 1));
+        assert_eq!(r[1].epoch, "E");
+    }
+
+    #[test]
+    fn admission_is_bounded_and_permits_return_on_drop() {
+        let a = Admission::new(2);
+        let p1 = a.try_acquire().expect("first");
+        let p2 = a.try_acquire().expect("second");
+        assert!(a.try_acquire().is_none());
+        assert_eq!(a.in_flight(), 2);
+        drop(p1);
+        let p3 = a.try_acquire().expect("freed by drop");
+        drop((p2, p3));
+        assert_eq!(a.in_flight(), 0);
     }
 
     #[test]

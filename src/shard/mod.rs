@@ -3,19 +3,30 @@
 //! Invariants:
 //! - Everything in [`Shard`] is touched only by its own thread (it sits in an `Rc<RefCell>`;
 //!   no borrow is held across an `.await`). Slab keys and `ChannelId`s are valid only here.
-//! - Other shards reach it only through its inbox ([`mesh`]); the per-message path takes no lock
-//!   shared with another shard.
-//! - Every operation that queues frames ends with [`Shard::flush_dirty`]: each touched connection
-//!   gets one vectored write of everything it has pending, so a batch of N messages costs one
-//!   syscall per connection rather than N.
-//! - Heartbeat expiry is a timer wheel; a frame from the client only stamps `last_seen`, and the
-//!   timer re-arms itself from that stamp when it fires (at most one wheel operation per timeout
-//!   period per connection, never a scan of all connections).
+//! - Other shards reach it only through its inbox ([`mesh`], which states the ordering rule);
+//!   the per-message path takes no lock shared with another shard.
+//! - The shard owns the state of the channels `mesh::owner_of` gives it, in its channel engine;
+//!   it keeps a *view* (last offset, epoch) of every other channel it has local subscribers of,
+//!   learnt from the owner and kept current by the owner's in-order messages.
+//! - Every operation that queues frames ends with [`Shard::flush_dirty`]: each touched
+//!   connection gets one vectored write of everything it has pending. A connection whose socket
+//!   refused bytes is `blocked` and skipped until the driver sees it writable again.
+//! - Deadlines are timer wheels: a frame from the client only stamps `last_seen`, and the
+//!   timer re-arms itself from that stamp when it fires (never a scan of all connections).
 
+mod conn;
+pub mod driver;
 pub mod listener;
 pub mod mesh;
+pub mod publish;
 pub mod runtime;
 mod session;
+mod shared;
+mod users;
+
+pub use conn::{Conn, ConnIo};
+pub use shared::{key_matches, Shared, Shutdown};
+pub use users::UserIndex;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,13 +41,13 @@ use tokio::sync::Notify;
 
 use crate::codec;
 use crate::conn::outbox::Outbox;
-use crate::conn::{Conn, ConnIo, Phase, Subscription};
+use crate::conn::{Phase, Subscription};
+use crate::engine::{ChannelEngine, MemoryEngine};
 use crate::error::CloseReason;
 use crate::protocol::OutMessage;
 use crate::registry::Registry;
-use crate::server::Shared;
 use crate::timer::TimerWheel;
-use mesh::{ChannelMessage, DirectMessage, SequenceJob, ShardMsg, ShardSnapshot};
+use mesh::{owner_of, ChannelMessage, DirectMessage, SequenceJob, ShardMsg, ShardSnapshot};
 
 /// Local subscribers from which a shard fans out its own copy of a frame (see `fan_out`).
 const LOCAL_COPY_FROM: usize = 32;
@@ -44,11 +55,38 @@ const LOCAL_COPY_FROM: usize = 32;
 /// Size of the shard-wide read buffer every connection reads through.
 const SCRATCH: usize = 64 * 1024;
 
+/// Socket reads per readable wake before the connection yields to the rest of the shard.
+const READS_PER_WAKE: usize = 4;
+
+/// Kernel send buffer of an upgraded socket. Small, so that what a slow consumer has not read
+/// is counted in its outbox (where `--send-queue-bytes` sees it and 4008 can overtake it), not
+/// hidden in an autotuned multi-MiB kernel buffer.
+const SOCKET_SEND_BUFFER: usize = 128 * 1024;
+
 /// What a timer carries: the slab key and the connection id (a key may be reused).
 #[derive(Debug, Clone, Copy)]
 struct TimerRef {
     key: usize,
     conn_id: u64,
+}
+
+/// This shard's knowledge of a channel it has local subscribers of.
+struct View {
+    /// Offset of the last message of the channel this shard has seen (or the ack's offset).
+    tail: u64,
+    epoch: Arc<str>,
+    /// False between `Interest` and the owner's `InterestAck`: messages are ignored and replies
+    /// about the channel wait in `deferred`.
+    acked: bool,
+    deferred: Vec<Deferred>,
+}
+
+/// A subscribe or unsubscribe reply waiting for the owner's `InterestAck`.
+struct Deferred {
+    key: usize,
+    conn_id: u64,
+    subscribed: bool,
+    reply_to: Option<Box<str>>,
 }
 
 /// Shard-local state. See the module docs for the invariants.
@@ -58,13 +96,17 @@ pub struct Shard {
     conns: Slab<Conn>,
     registry: Registry,
     wheel: TimerWheel<TimerRef>,
-    /// Last offset this shard has seen per channel (from the owner's in-order `Deliver`s), so a
-    /// subscribe reply's offset is exactly the one before the next message it will get.
-    tails: HashMap<Arc<str>, u64>,
-    /// Last offset assigned, for channels this shard owns.
-    offsets: HashMap<Arc<str>, u64>,
+    /// State of the channels this shard owns.
+    engine: MemoryEngine,
+    /// Channels with local subscribers (or a pending interest), by name.
+    views: HashMap<Arc<str>, View>,
+    /// Local connections of each user, for `/api/send`.
     users: HashMap<Box<str>, Vec<usize>>,
     dirty: Vec<usize>,
+    /// Connections found over `--send-queue-bytes` during a fan-out, closed after it.
+    slow: Vec<usize>,
+    /// Other shards a message being sequenced goes to (reused buffer).
+    targets: Vec<usize>,
     scratch: Vec<u8>,
     next_seq: u64,
     draining: bool,
@@ -81,8 +123,21 @@ pub struct Shard {
 pub enum ReadOutcome {
     /// Keep reading when readable.
     Continue,
+    /// The read budget of this wake is spent: yield to the shard's other tasks, then go on.
+    Yield,
+    /// Stop reading until woken: the connection has `--max-inflight-publishes` unanswered.
+    Paused,
     /// Stop reading: the peer closed its side, errored, or broke the protocol.
     Stop,
+}
+
+/// What the driver should wait for.
+#[derive(Debug, Clone, Copy)]
+pub struct Interest {
+    pub want_write: bool,
+    /// False while the connection has `--max-inflight-publishes` unanswered.
+    pub may_read: bool,
+    pub phase: Phase,
 }
 
 /// Parameters of a new WebSocket connection, decided at the upgrade.
@@ -97,23 +152,27 @@ pub struct ConnParams {
 impl Shard {
     /// A shard with no connections, wrapped for sharing among this thread's tasks.
     pub fn new_cell(id: usize, shared: Arc<Shared>) -> Rc<RefCell<Shard>> {
+        let now = Instant::now();
         let tick = wheel_tick(shared.config.heartbeat_timeout);
         let span = shared
             .config
             .heartbeat_timeout
             .max(shared.config.heartbeat_interval);
-        let slots = (span.as_nanos() / tick.as_nanos().max(1)) as usize + 2;
+        let slots = (span.as_nanos() / tick.as_nanos().max(1)).min(1 << 20) as usize + 2;
+        let engine = MemoryEngine::new(shared.config.history_ttl, now);
         Rc::new_cyclic(|this| {
             RefCell::new(Shard {
                 id,
                 shared,
                 conns: Slab::new(),
                 registry: Registry::new(),
-                wheel: TimerWheel::new(tick, slots, Instant::now()),
-                tails: HashMap::new(),
-                offsets: HashMap::new(),
+                wheel: TimerWheel::new(tick, slots, now),
+                engine,
+                views: HashMap::new(),
                 users: HashMap::new(),
                 dirty: Vec::new(),
+                slow: Vec::new(),
+                targets: Vec::new(),
                 scratch: vec![0; SCRATCH],
                 next_seq: 0,
                 draining: false,
@@ -129,9 +188,9 @@ impl Shard {
         self.shared.metrics.shard(self.id)
     }
 
-    /// Timer-wheel slot width.
+    /// How often `on_tick` must run: the finer of the heartbeat and channel-eviction wheels.
     pub fn tick(&self) -> Duration {
-        self.wheel.tick()
+        self.wheel.tick().min(self.engine.tick())
     }
 
     pub fn is_draining(&self) -> bool {
@@ -146,6 +205,7 @@ impl Shard {
     /// `connection_ack` as the first frame. Returns the key and the socket for the driver.
     pub fn register(&mut self, stream: TcpStream, params: ConnParams) -> (usize, Rc<ConnIo>) {
         let now = Instant::now();
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_SEND_BUFFER);
         let io = Rc::new(ConnIo {
             stream,
             wake: Notify::new(),
@@ -167,6 +227,8 @@ impl Shard {
             timer: None,
             out: Outbox::default(),
             dirty: false,
+            blocked: false,
+            inflight: 0,
             phase: Phase::Open,
         });
         let first = now + self.first_timer_delay();
@@ -174,11 +236,13 @@ impl Shard {
         if let Some(c) = self.conns.get_mut(key) {
             c.timer = Some(timer);
             if let Some(u) = &c.user_id {
+                self.shared.users.add(u);
                 self.users.entry(u.clone()).or_default().push(key);
             }
         }
         for ch in &params.channels {
-            self.add_subscription(key, ch, None);
+            let ch: Arc<str> = Arc::from(ch.as_str());
+            self.add_subscription(key, &ch, None);
         }
         if !params.echo {
             let ack = self.connection_ack(key, &params.channels);
@@ -216,13 +280,15 @@ impl Shard {
         let subs = std::mem::take(&mut conn.subs);
         conn.has_filters = false;
         let timer = conn.timer.take();
-        let user = conn.user_id.clone();
-        let channels: Vec<_> = subs.iter().map(|s| s.channel).collect();
-        self.registry.remove_connection(key, &channels);
+        let user = conn.user_id.take();
+        for s in subs {
+            self.leave_channel(s.channel, key);
+        }
         if let Some(t) = timer {
             self.wheel.cancel(t);
         }
         if let Some(u) = user {
+            self.shared.users.remove(&u);
             if let Some(keys) = self.users.get_mut(&u) {
                 keys.retain(|&k| k != key);
                 if keys.is_empty() {
@@ -232,15 +298,51 @@ impl Shard {
         }
     }
 
-    /// Queues `frame` to `key` and marks it for the end-of-batch flush.
-    fn queue(&mut self, key: usize, frame: Bytes) {
-        if let Some(c) = self.conns.get_mut(key) {
-            c.out.push(frame);
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(key);
+    /// Takes `key` out of channel `cid`'s members; the last local member leaving ends this
+    /// shard's interest in the channel.
+    fn leave_channel(&mut self, cid: crate::registry::ChannelId, key: usize) {
+        let name = self.registry.name(cid).map(Arc::<str>::from);
+        self.registry.unsubscribe(cid, key);
+        if let Some(name) = name {
+            if self.registry.lookup(&name).is_none() {
+                self.release_view(&name);
             }
         }
+    }
+
+    /// Queues `frame` to `key` and marks it for the end-of-batch flush.
+    fn queue(&mut self, key: usize, frame: Bytes) {
+        let limit = self.shared.config.send_queue_bytes;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.out.push(frame);
+        if c.blocked {
+            if c.phase == Phase::Open && c.out.queued_bytes() > limit {
+                self.slow_consumer(key);
+            }
+        } else if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Closes `key` with 4008: the rest of its queue is dropped, the close frame goes next.
+    fn slow_consumer(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        tracing::info!(
+            shard = self.id,
+            conn = conn.public_id(),
+            queued = conn.out.queued_bytes(),
+            "slow consumer: send queue over --send-queue-bytes"
+        );
+        self.metrics().slow_consumer_disconnects.inc();
+        self.close(key, CloseReason::SlowConsumer);
     }
 
     /// Starts the close handshake with `reason`. Idempotent; only an `Open` connection closes.
@@ -271,6 +373,7 @@ impl Shard {
             conn.phase = Phase::Closing {
                 peer_closed,
                 since: Instant::now(),
+                reason,
             };
             conn.io.wake.notify_one();
         }
@@ -294,7 +397,7 @@ impl Shard {
         scratch: &mut [u8],
     ) -> ReadOutcome {
         // Bounded so one busy client can't starve the rest of the shard.
-        for _ in 0..16 {
+        for _ in 0..READS_PER_WAKE {
             let Some(conn) = self.conns.get_mut(key) else {
                 return ReadOutcome::Stop;
             };
@@ -307,28 +410,41 @@ impl Shard {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => return ReadOutcome::Stop,
             };
-            if self.on_bytes(key, decoder, &scratch[..n]) == ReadOutcome::Stop {
-                return ReadOutcome::Stop;
+            match self.on_bytes(key, decoder, &scratch[..n]) {
+                ReadOutcome::Continue | ReadOutcome::Yield => {}
+                other => return other,
             }
         }
-        ReadOutcome::Continue
+        ReadOutcome::Yield
     }
 
-    /// Feeds bytes from the client to its decoder and handles every complete event. Used for
-    /// socket reads and for bytes hyper had already buffered past the upgrade request.
+    /// Feeds bytes from the client to its decoder and handles every complete event, until the
+    /// connection may not take more (in-flight publishes). Used for socket reads, for bytes
+    /// hyper had already buffered past the upgrade request, and (with no bytes) to resume a
+    /// paused connection.
     pub fn on_bytes(
         &mut self,
         key: usize,
         decoder: &mut codec::Decoder,
         bytes: &[u8],
     ) -> ReadOutcome {
+        let max_inflight = self.shared.config.max_inflight_publishes;
         let Some(conn) = self.conns.get_mut(key) else {
             return ReadOutcome::Stop;
         };
-        conn.last_seen = Instant::now();
-        conn.pinged = false;
-        decoder.feed(bytes);
+        if !bytes.is_empty() {
+            conn.last_seen = Instant::now();
+            conn.pinged = false;
+            decoder.feed(bytes);
+        }
         loop {
+            match self.conns.get(key) {
+                None => return ReadOutcome::Stop,
+                Some(c) if c.phase == Phase::Open && c.inflight as usize >= max_inflight => {
+                    return ReadOutcome::Paused
+                }
+                Some(_) => {}
+            }
             match decoder.next_event() {
                 Ok(Some(ev)) => {
                     if self.on_event(key, ev) == ReadOutcome::Stop {
@@ -358,11 +474,12 @@ impl Shard {
                         let code = frame.map_or(0, |f| f.code);
                         self.close(key, CloseReason::Echo(code));
                     }
-                    Phase::Closing { since, .. } => {
+                    Phase::Closing { since, reason, .. } => {
                         if let Some(c) = self.conns.get_mut(key) {
                             c.phase = Phase::Closing {
                                 peer_closed: true,
                                 since,
+                                reason,
                             };
                             c.io.wake.notify_one();
                         }
@@ -408,7 +525,8 @@ impl Shard {
     }
 
     /// Writes pending frames of every connection touched since the last flush: one vectored
-    /// write each; what the socket does not take stays queued for the driver's writable wait.
+    /// write each; what the socket does not take stays queued, and the connection is `blocked`
+    /// until the driver sees the socket writable.
     pub fn flush_dirty(&mut self) {
         // Observed just before the writes, so a client that has read a message can rely on
         // /metrics already counting it.
@@ -425,6 +543,9 @@ impl Shard {
                 continue;
             };
             conn.dirty = false;
+            if conn.blocked {
+                continue;
+            }
             let drained = flush_conn(conn);
             let closing = conn.phase != Phase::Open;
             match drained {
@@ -434,17 +555,10 @@ impl Shard {
                     }
                 }
                 Ok(false) => {
+                    conn.blocked = true;
+                    conn.io.wake.notify_one();
                     if !closing && conn.out.queued_bytes() > limit {
-                        tracing::info!(
-                            shard = self.id,
-                            conn = conn.public_id(),
-                            queued = conn.out.queued_bytes(),
-                            "slow consumer: send queue over --send-queue-bytes"
-                        );
-                        self.metrics().slow_consumer_disconnects.inc();
-                        self.close(key, CloseReason::SlowConsumer);
-                    } else {
-                        conn.io.wake.notify_one();
+                        self.slow_consumer(key);
                     }
                 }
                 Err(_) => {
@@ -459,6 +573,7 @@ impl Shard {
     /// Called by the driver when the socket became writable.
     pub fn on_writable(&mut self, key: usize) {
         if let Some(c) = self.conns.get_mut(key) {
+            c.blocked = false;
             if !c.dirty {
                 c.dirty = true;
                 self.dirty.push(key);
@@ -467,14 +582,21 @@ impl Shard {
         self.flush_dirty();
     }
 
-    /// What the driver should wait for: (want_write, phase).
-    pub fn interest(&self, key: usize) -> Option<(bool, Phase)> {
-        self.conns.get(key).map(|c| (!c.out.is_empty(), c.phase))
+    /// What the driver should wait for.
+    pub fn interest(&self, key: usize) -> Option<Interest> {
+        let max = self.shared.config.max_inflight_publishes;
+        self.conns.get(key).map(|c| Interest {
+            want_write: !c.out.is_empty(),
+            may_read: c.phase != Phase::Open || (c.inflight as usize) < max,
+            phase: c.phase,
+        })
     }
 
-    /// Advances the heartbeat wheel: pings connections silent for `heartbeat-interval`, closes
-    /// those silent for `heartbeat-timeout` with 4001, re-arms the rest from their `last_seen`.
+    /// Advances the wheels: pings connections silent for `heartbeat-interval`, closes those
+    /// silent for `heartbeat-timeout` with 4001, re-arms the rest from their `last_seen`; frees
+    /// owned channels idle for `--history-ttl`.
     pub fn on_tick(&mut self, now: Instant) {
+        self.engine.handle_timeout(now);
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(now, &mut expired);
         let interval = self.shared.config.heartbeat_interval;
@@ -510,6 +632,7 @@ impl Shard {
             }
         }
         self.expired = expired;
+        self.metrics().channel_states.set(self.engine.len() as i64);
         self.flush_dirty();
     }
 
@@ -521,6 +644,24 @@ impl Shard {
                 let n = self.fan_out(&m);
                 m.results.report(m.index, n);
             }
+            ShardMsg::Interest { channel, shard, on } => {
+                let pos = self
+                    .engine
+                    .set_interest(&channel, shard, on, Instant::now());
+                if on {
+                    let ack = ShardMsg::InterestAck {
+                        channel,
+                        offset: pos.offset,
+                        epoch: pos.epoch,
+                    };
+                    let _ = self.shared.inboxes[shard].send(ack);
+                }
+            }
+            ShardMsg::InterestAck {
+                channel,
+                offset,
+                epoch,
+            } => self.on_interest_ack(&channel, offset, epoch),
             ShardMsg::Direct(d) => {
                 // Every shard sees it; one of them counts it.
                 if self.id == 0 {
@@ -530,65 +671,69 @@ impl Shard {
                 d.recipients.report(n);
             }
             ShardMsg::Snapshot(g) => g.report(self.snapshot()),
-            ShardMsg::Shutdown => self.begin_shutdown(),
         }
     }
 
-    /// Owner side of a publish: next offset, encode once, hand to every shard in order.
+    /// Owner side of a publish: next offset, encode once, hand to the interested shards in order.
     fn sequence(&mut self, job: SequenceJob) {
-        let offset = match self.offsets.get_mut(&*job.channel) {
-            Some(o) => {
-                *o += 1;
-                *o
-            }
-            None => {
-                self.offsets.insert(job.channel.clone(), 1);
-                1
-            }
-        };
+        let now = Instant::now();
+        let mut targets = std::mem::take(&mut self.targets);
+        let (pos, interest) = self.engine.append(&job.channel, now);
+        targets.clear();
+        targets.extend(interest.iter());
+        let local = targets.contains(&self.id);
+        targets.retain(|&s| s != self.id);
         let timestamp = crate::protocol::timestamp_now();
         let frame = encode(&OutMessage {
             event_type: &job.body.event_type,
             channel: Some(&job.channel),
-            offset: Some(offset),
+            offset: Some(pos.offset),
             message_id: Some(&job.body.message_id),
             reply_to: None,
             user_id: None,
             timestamp: Some(&timestamp),
             data: &job.body.data,
         });
-        job.results.set_offset(job.index, offset);
+        job.results
+            .sequenced(job.index, pos.offset, &pos.epoch, targets.len());
         self.metrics().messages_published.inc();
         let msg = Arc::new(ChannelMessage {
             channel: job.channel,
-            offset,
+            offset: pos.offset,
             frame,
             data: job.body.data.clone(),
-            published_at: Instant::now(),
+            published_at: now,
             results: job.results,
             index: job.index,
+            _permit: job.permit,
         });
-        let shared = self.shared.clone();
-        for (shard, inbox) in shared.inboxes.iter().enumerate() {
-            if shard != self.id {
-                let _ = inbox.send(ShardMsg::Deliver(msg.clone()));
+        for &shard in &targets {
+            if self.shared.inboxes[shard]
+                .send(ShardMsg::Deliver(msg.clone()))
+                .is_err()
+            {
+                // That shard's thread is gone (shutdown): it delivers nothing.
+                msg.results.report(msg.index, 0);
             }
         }
+        self.targets = targets;
         // Local subscribers need no queue round trip. Order holds: only this shard produces
-        // this channel's `Deliver`s, so none of them can be waiting in our own inbox.
-        let n = self.fan_out(&msg);
+        // this channel's messages, so none of them can be waiting in our own inbox.
+        let n = if local { self.fan_out(&msg) } else { 0 };
         msg.results.report(msg.index, n);
     }
 
     /// Queues a channel message to every local subscriber whose filter matches. Returns how
     /// many it was queued to.
     fn fan_out(&mut self, m: &ChannelMessage) -> u64 {
-        match self.tails.get_mut(&*m.channel) {
-            Some(t) => *t = m.offset,
-            None => {
-                self.tails.insert(m.channel.clone(), m.offset);
-            }
+        let Some(view) = self.views.get_mut(&*m.channel) else {
+            return 0;
+        };
+        if !view.acked || m.offset <= view.tail {
+            // Sent before this shard's current interest began (see the mesh ordering rule).
+            return 0;
         }
+        view.tail = m.offset;
         let Some(cid) = self.registry.lookup(&m.channel) else {
             return 0;
         };
@@ -603,6 +748,7 @@ impl Shard {
         } else {
             m.frame.clone()
         };
+        let limit = self.shared.config.send_queue_bytes;
         let mut n = 0;
         for key in members.iter_ones() {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -617,7 +763,11 @@ impl Shard {
                 }
             }
             conn.out.push(frame.clone());
-            if !conn.dirty {
+            if conn.blocked {
+                if conn.out.queued_bytes() > limit {
+                    self.slow.push(key);
+                }
+            } else if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(key);
             }
@@ -626,6 +776,9 @@ impl Shard {
         if n > 0 {
             self.metrics().messages_delivered.inc_by(n);
             self.pending_latency.push(m.published_at);
+        }
+        while let Some(key) = self.slow.pop() {
+            self.slow_consumer(key);
         }
         n
     }
@@ -637,7 +790,7 @@ impl Shard {
             None => self
                 .conns
                 .iter()
-                .filter(|(_, c)| c.phase == Phase::Open)
+                .filter(|(_, c)| c.phase == Phase::Open && !c.echo)
                 .map(|(k, _)| k)
                 .collect(),
         };
@@ -656,7 +809,6 @@ impl Shard {
         ShardSnapshot {
             shard: self.id,
             connections: self.conns.len() as u64,
-            users: self.users.keys().cloned().collect(),
             channels: self
                 .registry
                 .iter()
@@ -666,24 +818,27 @@ impl Shard {
     }
 
     /// Closes every connection with 1001; the runtime exits when they are gone.
-    fn begin_shutdown(&mut self) {
+    pub fn begin_shutdown(&mut self) {
         self.draining = true;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             self.close(k, CloseReason::ShuttingDown);
         }
+        self.flush_dirty();
         if self.conns.is_empty() {
             self.drained.notify_one();
         }
     }
 
-    /// Subscribes `key` to `channel` (idempotent; a repeat replaces the filter).
+    /// Subscribes `key` to `channel` (idempotent; a repeat replaces the filter). Returns true
+    /// when the channel's view is current (the reply can go now), false while the owner's
+    /// `InterestAck` is awaited.
     fn add_subscription(
         &mut self,
         key: usize,
-        channel: &str,
+        channel: &Arc<str>,
         filter: Option<crate::protocol::Filter>,
-    ) {
+    ) -> bool {
         let (cid, _) = self.registry.subscribe(channel, key);
         if let Some(conn) = self.conns.get_mut(key) {
             let filter = filter.map(Box::new);
@@ -696,11 +851,99 @@ impl Shard {
             }
             conn.has_filters = conn.subs.iter().any(|s| s.filter.is_some());
         }
+        self.ensure_view(channel)
     }
 
-    /// Last offset of `channel` as this shard knows it (0 when none seen).
-    fn tail(&self, channel: &str) -> u64 {
-        self.tails.get(channel).copied().unwrap_or(0)
+    /// Makes sure this shard follows `channel`: on the owner at once, elsewhere by sending
+    /// `Interest` to the owner. True if the view is current.
+    fn ensure_view(&mut self, channel: &Arc<str>) -> bool {
+        if let Some(v) = self.views.get(channel) {
+            return v.acked;
+        }
+        let owner = owner_of(channel, self.shared.inboxes.len());
+        if owner == self.id {
+            let pos = self
+                .engine
+                .set_interest(channel, self.id, true, Instant::now());
+            self.views.insert(
+                channel.clone(),
+                View {
+                    tail: pos.offset,
+                    epoch: pos.epoch,
+                    acked: true,
+                    deferred: Vec::new(),
+                },
+            );
+            return true;
+        }
+        let _ = self.shared.inboxes[owner].send(ShardMsg::Interest {
+            channel: channel.clone(),
+            shard: self.id,
+            on: true,
+        });
+        self.views.insert(
+            channel.clone(),
+            View {
+                tail: 0,
+                epoch: Arc::from(""),
+                acked: false,
+                deferred: Vec::new(),
+            },
+        );
+        false
+    }
+
+    /// The last local subscriber of `channel` left: stop following it (once the owner's ack,
+    /// if still awaited, has arrived).
+    fn release_view(&mut self, channel: &Arc<str>) {
+        match self.views.get(channel) {
+            Some(v) if v.acked => {}
+            _ => return,
+        }
+        self.views.remove(channel);
+        let owner = owner_of(channel, self.shared.inboxes.len());
+        if owner == self.id {
+            self.engine
+                .set_interest(channel, self.id, false, Instant::now());
+        } else {
+            let _ = self.shared.inboxes[owner].send(ShardMsg::Interest {
+                channel: channel.clone(),
+                shard: self.id,
+                on: false,
+            });
+        }
+    }
+
+    /// The owner's answer to this shard's `Interest`: the view is current from here on.
+    fn on_interest_ack(&mut self, channel: &Arc<str>, offset: u64, epoch: Arc<str>) {
+        let Some(view) = self.views.get_mut(channel) else {
+            return;
+        };
+        view.acked = true;
+        view.tail = offset;
+        view.epoch = epoch;
+        let deferred = std::mem::take(&mut view.deferred);
+        for d in deferred {
+            if self
+                .conns
+                .get(d.key)
+                .is_some_and(|c| c.id == d.conn_id && c.phase == Phase::Open)
+            {
+                self.channel_reply(d.key, channel, d.subscribed, d.reply_to.as_deref());
+            }
+        }
+        if self.registry.lookup(channel).is_none() {
+            self.release_view(channel);
+        }
+        self.flush_dirty();
+    }
+
+    /// Last offset and epoch of `channel` as this shard knows it, for replies.
+    fn position_of(&self, channel: &str) -> Option<(u64, Arc<str>)> {
+        match self.views.get(channel) {
+            Some(v) if v.acked => Some((v.tail, v.epoch.clone())),
+            _ => self.engine.position(channel).map(|p| (p.offset, p.epoch)),
+        }
     }
 }
 

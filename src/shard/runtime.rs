@@ -1,21 +1,33 @@
 //! A shard's thread: a current-thread tokio runtime running the accept loop, the inbox loop,
 //! the timer-wheel tick and every connection task of this shard.
+//!
+//! Shutdown arrives through `Shared::shutdown` (a flag and a wake), not through the inbox, so
+//! an inbox backlog can't delay it. The inbox keeps being served while the shard drains, so
+//! every publish already admitted is sequenced and answered.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::{spawn_local, LocalSet};
 
 use super::mesh::ShardMsg;
-use super::Shard;
-use crate::server::Shared;
+use super::{Shard, Shared};
 
 /// Largest batch drained from the inbox per wake.
 const INBOX_BATCH: usize = 512;
+
+/// What serves an accepted socket (the HTTP layer, given by the server so the shard does not
+/// depend on it).
+pub type AcceptFn =
+    fn(Rc<RefCell<Shard>>, TcpStream, SocketAddr) -> Pin<Box<dyn Future<Output = ()>>>;
 
 /// Starts shard `id` on its own OS thread.
 pub fn spawn(
@@ -23,10 +35,11 @@ pub fn spawn(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     inbox: mpsc::UnboundedReceiver<ShardMsg>,
+    serve: AcceptFn,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("huddle-shard-{id}"))
-        .spawn(move || run(id, shared, listener, inbox))
+        .spawn(move || run(id, shared, listener, inbox, serve))
 }
 
 fn run(
@@ -34,6 +47,7 @@ fn run(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     inbox: mpsc::UnboundedReceiver<ShardMsg>,
+    serve: AcceptFn,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -55,11 +69,14 @@ fn run(
             }
         };
         let grace = shared.config.shutdown_grace;
+        let stop = shared.shutdown.wake(id);
         let cell = Shard::new_cell(id, shared);
-        let accept = spawn_local(accept_loop(cell.clone(), listener));
+        let accept = spawn_local(accept_loop(cell.clone(), listener, serve));
         let ticker = spawn_local(tick_loop(cell.clone()));
-        inbox_loop(&cell, inbox).await;
+        let inbox_task = spawn_local(inbox_loop(cell.clone(), inbox));
+        stop.notified().await;
         accept.abort();
+        cell.borrow_mut().begin_shutdown();
         let drained = cell.borrow().drained.clone();
         let wait = async {
             loop {
@@ -78,15 +95,16 @@ fn run(
             );
         }
         ticker.abort();
+        inbox_task.abort();
     });
 }
 
-async fn accept_loop(cell: Rc<RefCell<Shard>>, listener: tokio::net::TcpListener) {
+async fn accept_loop(cell: Rc<RefCell<Shard>>, listener: tokio::net::TcpListener, serve: AcceptFn) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                spawn_local(crate::http::serve(cell.clone(), stream, peer));
+                spawn_local(serve(cell.clone(), stream, peer));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -107,17 +125,17 @@ async fn tick_loop(cell: Rc<RefCell<Shard>>) {
     }
 }
 
-/// Drains the inbox a batch per wake until a shutdown message arrives.
-async fn inbox_loop(cell: &Rc<RefCell<Shard>>, mut inbox: mpsc::UnboundedReceiver<ShardMsg>) {
+/// Drains the inbox a batch per wake, yielding between batches so connections get their turn.
+async fn inbox_loop(cell: Rc<RefCell<Shard>>, mut inbox: mpsc::UnboundedReceiver<ShardMsg>) {
     let mut batch = Vec::with_capacity(INBOX_BATCH);
     while inbox.recv_many(&mut batch, INBOX_BATCH).await > 0 {
-        let mut shard = cell.borrow_mut();
-        for msg in batch.drain(..) {
-            shard.on_message(msg);
+        {
+            let mut shard = cell.borrow_mut();
+            for msg in batch.drain(..) {
+                shard.on_message(msg);
+            }
+            shard.flush_dirty();
         }
-        shard.flush_dirty();
-        if shard.is_draining() {
-            break;
-        }
+        tokio::task::yield_now().await;
     }
 }

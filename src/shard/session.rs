@@ -2,12 +2,13 @@
 //! unsubscribe, heartbeat, publish, and the replies. Bad input gets an `error` reply and the
 //! connection goes on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 
-use super::{encode, Shard};
+use super::{encode, publish, Deferred, Shard};
 use crate::conn::Phase;
 use crate::protocol::{
     parse_client_message, ClientMessage, ClientRequest, ErrorCode, OutMessage, PublishRequest,
@@ -69,40 +70,96 @@ impl Shard {
                 );
                 continue;
             }
-            self.add_subscription(key, &spec.channel, spec.filter);
-            let data = json!({
-                "channel": spec.channel,
-                "status": "subscribed",
-                "offset": self.tail(&spec.channel),
-                "epoch": self.shared.epoch,
-            });
-            self.reply(key, "user_subscription", reply_to, &data);
+            let channel: Arc<str> = Arc::from(spec.channel.as_str());
+            if self.add_subscription(key, &channel, spec.filter) {
+                self.channel_reply(key, &channel, true, reply_to);
+            } else {
+                self.defer_reply(key, &channel, true, reply_to);
+            }
         }
     }
 
     fn unsubscribe(&mut self, key: usize, channels: Vec<String>, reply_to: Option<&str>) {
         for channel in channels {
+            let channel: Arc<str> = Arc::from(channel.as_str());
+            // Answered with the position before leaving: no message of the channel follows.
+            let pending = self.views.get(&channel).is_some_and(|v| !v.acked);
+            let position = self.position_of(&channel);
             if let Some(cid) = self.registry.lookup(&channel) {
                 if let Some(conn) = self.conns.get_mut(key) {
                     if let Some(i) = conn.subs.iter().position(|s| s.channel == cid) {
                         conn.subs.swap_remove(i);
                         conn.has_filters = conn.subs.iter().any(|s| s.filter.is_some());
-                        self.registry.unsubscribe(cid, key);
+                        self.leave_channel(cid, key);
                     }
                 }
             }
-            let data = json!({
-                "channel": channel,
-                "status": "unsubscribed",
-                "offset": self.tail(&channel),
-                "epoch": self.shared.epoch,
-            });
-            self.reply(key, "user_unsubscription", reply_to, &data);
+            if pending && self.views.contains_key(&channel) {
+                self.defer_reply(key, &channel, false, reply_to);
+            } else {
+                self.render_channel_reply(key, &channel, false, reply_to, position);
+            }
         }
     }
 
-    /// Publish over the WebSocket: needs the API key at connect. The reply comes when every
-    /// shard has queued the message, from a task, so the connection keeps being served.
+    /// Holds a reply about `channel` until the owner's `InterestAck` gives its offset.
+    fn defer_reply(
+        &mut self,
+        key: usize,
+        channel: &Arc<str>,
+        subscribed: bool,
+        reply_to: Option<&str>,
+    ) {
+        let Some(conn_id) = self.conns.get(key).map(|c| c.id) else {
+            return;
+        };
+        if let Some(v) = self.views.get_mut(channel) {
+            v.deferred.push(Deferred {
+                key,
+                conn_id,
+                subscribed,
+                reply_to: reply_to.map(Box::from),
+            });
+        }
+    }
+
+    /// A `user_subscription` / `user_unsubscription` reply with the channel's current position.
+    pub(super) fn channel_reply(
+        &mut self,
+        key: usize,
+        channel: &str,
+        subscribed: bool,
+        reply_to: Option<&str>,
+    ) {
+        let position = self.position_of(channel);
+        self.render_channel_reply(key, channel, subscribed, reply_to, position);
+    }
+
+    fn render_channel_reply(
+        &mut self,
+        key: usize,
+        channel: &str,
+        subscribed: bool,
+        reply_to: Option<&str>,
+        position: Option<(u64, Arc<str>)>,
+    ) {
+        let (event, status) = if subscribed {
+            ("user_subscription", "subscribed")
+        } else {
+            ("user_unsubscription", "unsubscribed")
+        };
+        let mut data = json!({ "channel": channel, "status": status });
+        if let (Some((offset, epoch)), Some(obj)) = (position, data.as_object_mut()) {
+            obj.insert("offset".into(), json!(offset));
+            obj.insert("epoch".into(), json!(&*epoch));
+        }
+        self.reply(key, event, reply_to, &data);
+    }
+
+    /// Publish over the WebSocket: needs the API key at connect. Refused whole with
+    /// `overloaded` when an owner's budget is spent; otherwise sequenced (in place for channels
+    /// this shard owns) and answered from a task once every interested shard has queued it. The
+    /// connection stops being read while `--max-inflight-publishes` are unanswered.
     fn publish_from(&mut self, key: usize, req: PublishRequest, message_id: Option<String>) {
         let Some(conn) = self.conns.get(key) else {
             return;
@@ -119,43 +176,45 @@ impl Shard {
         }
         let conn_id = conn.id;
         let shared = self.shared.clone();
-        let this = self.this.clone();
-        // Channels this shard owns are sequenced right here; the rest go to their owners.
+        let prepared = match publish::admit(&shared, req) {
+            Ok(p) => p,
+            Err(e) => {
+                let code = match e {
+                    publish::Refused::Overloaded => ErrorCode::Overloaded,
+                    publish::Refused::ShuttingDown => ErrorCode::InvalidMessage,
+                };
+                self.reply_error(key, code, e.to_string(), message_id.as_deref());
+                return;
+            }
+        };
+        if let Some(c) = self.conns.get_mut(key) {
+            c.inflight += 1;
+        }
+        let (results, done) = (prepared.results.clone(), prepared.done);
         // One connection's publishes are still sequenced in the order they were read.
-        let prepared = crate::publish::prepare(&shared, req);
-        let mut sent = Ok(());
         for (owner, job) in prepared.jobs {
             if owner == self.id {
                 self.sequence(job);
-            } else if sent.is_ok() {
-                sent = crate::publish::send_job(&shared, owner, job);
+            } else {
+                publish::send_job(&shared, owner, job);
             }
         }
-        let (results, done) = (prepared.results, prepared.done);
+        let this = self.this.clone();
         tokio::task::spawn_local(async move {
-            let result = match sent {
-                Ok(()) => crate::publish::finish(&shared, results, done).await,
-                Err(e) => Err(e),
-            };
+            // Every job holds a permit and is in an inbox, so the gather completes unless the
+            // process is exiting.
+            let _ = done.await;
             let Some(cell) = this.upgrade() else {
                 return;
             };
             let mut shard = cell.borrow_mut();
-            if shard.conns.get(key).is_none_or(|c| c.id != conn_id) {
+            let Some(c) = shard.conns.get_mut(key).filter(|c| c.id == conn_id) else {
                 return;
-            }
-            match result {
-                Ok(results) => {
-                    let data = json!({ "results": results });
-                    shard.reply(key, "publish", message_id.as_deref(), &data);
-                }
-                Err(e) => shard.reply_error(
-                    key,
-                    ErrorCode::InvalidMessage,
-                    e.to_string(),
-                    message_id.as_deref(),
-                ),
-            }
+            };
+            c.inflight = c.inflight.saturating_sub(1);
+            c.io.wake.notify_one();
+            let data = json!({ "results": results.results() });
+            shard.reply(key, "publish", message_id.as_deref(), &data);
             shard.flush_dirty();
         });
     }

@@ -1,0 +1,67 @@
+//! The channel engine seam: per-channel state (offset, epoch, last activity, which shards want
+//! the channel's messages) behind one interface.
+//!
+//! Each shard holds one engine for the channels it *owns* (`shard::mesh::owner_of`); nothing
+//! else assigns offsets. The embedded [`MemoryEngine`] implements it today; a Redis engine will
+//! implement the same operations later (its `append` may complete asynchronously, but the order
+//! of appends per channel must be the order they were asked for).
+//!
+//! Invariants (sans-IO: time is an argument, nothing here touches a socket or the clock):
+//! - Offsets of a channel start at 1 and grow by one per `append`, never reused within one epoch.
+//! - A channel's state is freed only when no shard is interested in it and it saw no append for
+//!   `idle_ttl`. It comes back at offset 0 with a **new epoch**, so a client holding an old
+//!   (offset, epoch) pair learns that the stream restarted (PROTOCOL.md §10).
+//! - Memory follows the channels in use: idle channels are found by a timer wheel, never a scan.
+
+mod memory;
+mod shards;
+
+pub use memory::MemoryEngine;
+pub use shards::ShardSet;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where a channel's stream stands: the last offset assigned and the epoch it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+/// Per-channel state of the channels one shard owns.
+pub trait ChannelEngine {
+    /// Assigns the next offset of `channel` (creating its state at a new epoch if it has none).
+    /// Returns the new position and the shards interested in the channel.
+    fn append(&mut self, channel: &Arc<str>, now: Instant) -> (Position, &ShardSet);
+
+    /// Records that `shard` now has (`on`) or no longer has subscribers of `channel`; returns
+    /// the channel's current position, which the shard uses as the offset of its subscribe
+    /// replies until the next message arrives.
+    fn set_interest(
+        &mut self,
+        channel: &Arc<str>,
+        shard: usize,
+        on: bool,
+        now: Instant,
+    ) -> Position;
+
+    /// Current position of `channel` without changing anything (offset 0 at a fresh epoch if
+    /// the channel has no state; that epoch is kept only once someone subscribes or appends).
+    fn position(&self, channel: &str) -> Option<Position>;
+
+    /// Frees channels idle past the TTL; returns how many were freed.
+    fn handle_timeout(&mut self, now: Instant) -> usize;
+
+    /// Channels with state.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A fresh epoch: a ULID, unique across restarts and evictions.
+pub fn new_epoch() -> Arc<str> {
+    Arc::from(ulid::Ulid::new().to_string())
+}

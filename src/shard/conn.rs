@@ -1,0 +1,63 @@
+//! A connection's record in its shard's slab: the plain state of `crate::conn` plus the socket.
+//!
+//! A record lives in exactly one shard's slab, under a key valid only on that shard. Only the
+//! connection's own driver task removes it, so a key never changes owner while the task runs.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::conn::outbox::Outbox;
+use crate::conn::{Phase, Subscription};
+use crate::registry::ChannelId;
+use crate::timer::TimerId;
+
+/// The socket, shared by the slab record (fan-out writes to it directly) and the driver task.
+pub struct ConnIo {
+    pub stream: TcpStream,
+    /// Wakes the driver when the outbox needs the socket's writable readiness, reading may
+    /// resume, or the connection started closing.
+    pub wake: Notify,
+}
+
+/// A connection's record in its shard's slab.
+pub struct Conn {
+    /// Unique across shards and time (shard id in the top bits).
+    pub id: u64,
+    pub io: Rc<ConnIo>,
+    pub user_id: Option<Box<str>>,
+    pub subs: Vec<Subscription>,
+    /// True when any subscription carries a filter (skips the lookup on the fan-out path).
+    pub has_filters: bool,
+    pub can_publish: bool,
+    /// Echo endpoint connection (conformance runs only).
+    pub echo: bool,
+    /// Last time any byte arrived from the client.
+    pub last_seen: Instant,
+    /// A server ping was sent since `last_seen`.
+    pub pinged: bool,
+    pub timer: Option<TimerId>,
+    pub out: Outbox,
+    /// Queued in the shard's dirty list, to be flushed at the end of the current batch.
+    pub dirty: bool,
+    /// The socket refused bytes; nothing is written until the driver sees it writable, so a
+    /// stalled socket costs publishers a queue push and nothing more.
+    pub blocked: bool,
+    /// WebSocket publishes sent to owners and not yet answered (`--max-inflight-publishes`).
+    pub inflight: u32,
+    pub phase: Phase,
+}
+
+impl Conn {
+    /// The subscription to `channel`, if any.
+    pub fn subscription(&self, channel: ChannelId) -> Option<&Subscription> {
+        self.subs.iter().find(|s| s.channel == channel)
+    }
+
+    /// The `connection_id` shown to clients.
+    pub fn public_id(&self) -> String {
+        format!("{:x}-{:x}", self.id >> 48, self.id & 0xffff_ffff_ffff)
+    }
+}
