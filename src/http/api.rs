@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::{error, json_response, Resp};
+use super::{api_error, json_response, Resp};
 use crate::error::ApiError;
 use crate::protocol::{DirectMessage, PublishRequest};
 use crate::server::{key_matches, Shared};
@@ -25,7 +25,7 @@ pub async fn handle(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Resp 
         Err(e) => {
             let (status, code) = e.status_and_code();
             tracing::info!(status = status.as_u16(), code, "api request refused: {e}");
-            error(status, code, e)
+            api_error(&e)
         }
     }
 }
@@ -42,7 +42,7 @@ async fn dispatch(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Result<
             let publish = PublishRequest::parse(&mut body)?;
             let results = crate::publish::publish(shared, publish)
                 .await
-                .map_err(|_| ApiError::Unavailable)?;
+                .map_err(|_| ApiError::ShuttingDown)?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "results": results }),
@@ -57,9 +57,7 @@ async fn dispatch(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Result<
             let mut body = read_body(req).await?;
             let msg = DirectMessage::parse_send(&mut body)?;
             if msg.channel.is_some() {
-                return Ok(error(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "not_implemented",
+                return Err(ApiError::NotImplemented(
                     "per-user channels (\"channel\" in /api/send, PROTOCOL.md §9) are not available in this version",
                 ));
             }
@@ -68,11 +66,11 @@ async fn dispatch(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Result<
         }
         (Method::GET, "/api/stats") => stats(shared).await,
         (Method::GET, "/api/channels") => channels(shared).await,
-        (_, p) if p.starts_with("/api/history/") || p.starts_with("/api/presence/") => Ok(error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "history and presence (PROTOCOL.md §10) are not available in this version",
-        )),
+        (_, p) if p.starts_with("/api/history/") || p.starts_with("/api/presence/") => {
+            Err(ApiError::NotImplemented(
+                "history and presence (PROTOCOL.md §10) are not available in this version",
+            ))
+        }
         (_, "/api/publish" | "/api/broadcast" | "/api/send" | "/api/stats" | "/api/channels") => {
             Err(ApiError::MethodNotAllowed)
         }
@@ -94,14 +92,14 @@ async fn direct(
         msg.message_id.as_deref(),
     )
     .await
-    .map_err(|_| ApiError::Unavailable)?;
+    .map_err(|_| ApiError::ShuttingDown)?;
     Ok(json_response(StatusCode::OK, &json!({ "recipients": n })))
 }
 
 async fn stats(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
     let mut snaps = crate::publish::snapshots(shared)
         .await
-        .map_err(|_| ApiError::Unavailable)?;
+        .map_err(|_| ApiError::ShuttingDown)?;
     snaps.sort_by_key(|s| s.shard);
     let users: HashSet<&str> = snaps
         .iter()
@@ -130,7 +128,7 @@ async fn stats(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
 async fn channels(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
     let snaps = crate::publish::snapshots(shared)
         .await
-        .map_err(|_| ApiError::Unavailable)?;
+        .map_err(|_| ApiError::ShuttingDown)?;
     let mut merged: BTreeMap<&str, u64> = BTreeMap::new();
     for s in &snaps {
         for (c, n) in &s.channels {
