@@ -6,7 +6,8 @@
 //! - [`config`]: flags, `HUDDLE_*` env, TOML file, defaults.
 //! - [`codec`]: RFC 6455 frames, bytes in → events out, frames in → bytes out.
 //! - [`handshake`]: upgrade checks and `Sec-WebSocket-Accept`.
-//! - [`protocol`]: the JSON messages of PROTOCOL.md §3–§7 and their validation.
+//! - [`protocol`]: the JSON messages of PROTOCOL.md §3–§7 and their validation, one file per
+//!   concern (`names`, `json`, `filter`, `client`, `publish`, `validate`, `out`).
 //! - [`registry`]: channel → bitset of slab keys, per shard.
 //! - [`timer`]: hashed timer wheel for heartbeat expiry.
 //! - [`conn`]: a connection's slab record, outbox and driver task.
@@ -14,7 +15,7 @@
 //!   way shards talk.
 //! - [`publish`]: the publish path (validate → offset → encode once → fan out → gather).
 //! - [`http`]: hyper service: upgrades and the `/api` endpoints.
-//! - [`error`]: the table from errors to close codes and HTTP statuses.
+//! - [`error`]: the one table from errors to close codes, client error codes and HTTP statuses.
 //! - [`metrics`], [`ratelimit`], [`server`].
 
 #![forbid(unsafe_code)]

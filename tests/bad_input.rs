@@ -1013,7 +1013,7 @@ async fn bad_messages_get_error_replies_and_the_connection_goes_on() {
     }
     witness.check_with("bad messages", 1).await;
 
-    // A long message_id on a valid request is only echoed (src/protocol.rs: any string).
+    // A long message_id on a valid request is only echoed (src/protocol/: any string).
     c.send_json(&json!({"event_type": "heartbeat", "message_id": long_id}))
         .await;
     let r = c.next_json().await;

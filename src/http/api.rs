@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::{error, json_response, Resp};
+use super::{api_error, json_response, Resp};
 use crate::error::ApiError;
 use crate::protocol::{DirectMessage, PublishRequest};
 use crate::shard::publish::{self, Refused};
@@ -29,12 +29,7 @@ pub async fn handle(shared: &Arc<Shared>, shard: usize, req: http::Request<Incom
             if matches!(e, ApiError::Overloaded { .. }) {
                 shared.metrics.shard(shard).publishes_refused.inc();
             }
-            let mut resp = error(status, code, &e);
-            if let ApiError::Overloaded { retry_after_secs } = e {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, retry_after_secs.into());
-            }
-            resp
+            api_error(&e)
         }
     }
 }
@@ -78,9 +73,7 @@ async fn dispatch(
             let mut body = read_body(shared, req).await?;
             let msg = DirectMessage::parse_send(&mut body)?;
             if msg.channel.is_some() {
-                return Ok(error(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "not_implemented",
+                return Err(ApiError::NotImplemented(
                     "per-user channels (\"channel\" in /api/send, PROTOCOL.md §9) are not available in this version",
                 ));
             }
@@ -89,11 +82,11 @@ async fn dispatch(
         }
         (Method::GET, "/api/stats") => stats(shared).await,
         (Method::GET, "/api/channels") => channels(shared).await,
-        (_, p) if p.starts_with("/api/history/") || p.starts_with("/api/presence/") => Ok(error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "history and presence (PROTOCOL.md §10) are not available in this version",
-        )),
+        (_, p) if p.starts_with("/api/history/") || p.starts_with("/api/presence/") => {
+            Err(ApiError::NotImplemented(
+                "history and presence (PROTOCOL.md §10) are not available in this version",
+            ))
+        }
         (_, "/api/publish" | "/api/broadcast" | "/api/send" | "/api/stats" | "/api/channels") => {
             Err(ApiError::MethodNotAllowed)
         }

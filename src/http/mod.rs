@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpStream;
 
+use crate::error::ApiError;
 use crate::shard::Shard;
 
 /// Largest request head (request line + headers), PROTOCOL.md §2.
@@ -101,4 +102,15 @@ fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Res
         status,
         &json!({ "error": { "code": code, "message": message.to_string() } }),
     )
+}
+
+/// The answer to a refused `/api/*` request: status, code and headers from the error table.
+fn api_error(e: &ApiError) -> Resp {
+    let (status, code) = e.status_and_code();
+    let mut r = error(status, code, e);
+    let h = r.headers_mut();
+    for (name, value) in e.extra_headers() {
+        h.insert(name, value);
+    }
+    r
 }

@@ -168,12 +168,7 @@ pub fn upgrade(
 /// The HTTP answer to a refused upgrade, with the headers RFC 6455 / RFC 9110 ask for.
 fn refuse(peer: SocketAddr, e: &HandshakeError) -> Resp {
     tracing::info!(%peer, "upgrade refused: {e}");
-    let status = handshake_status(e);
-    let code = match e {
-        HandshakeError::RateLimited { .. } => "rate_limited",
-        HandshakeError::OriginNotAllowed => "forbidden_origin",
-        _ => "bad_handshake",
-    };
+    let (status, code) = handshake_status(e);
     let mut resp = error(status, code, e);
     let h = resp.headers_mut();
     match e {
