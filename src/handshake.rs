@@ -70,16 +70,25 @@ pub fn check(
     if !valid_key(key) {
         return Err(HandshakeError::BadKey);
     }
-    if !allowed_origins.is_empty() {
-        let ok = headers
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .is_some_and(|o| allowed_origins.iter().any(|a| a == o));
-        if !ok {
+    // No Origin: not a browser, so not a cross-site request (PROTOCOL.md §2).
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !origin_allowed(origin.as_bytes(), allowed_origins) {
             return Err(HandshakeError::OriginNotAllowed);
         }
     }
     Ok(accept_key(key))
+}
+
+/// `origin` is in `allowed` (empty: any), compared case-insensitively, ignoring one trailing `/`.
+pub fn origin_allowed(origin: &[u8], allowed: &[String]) -> bool {
+    fn norm(s: &[u8]) -> &[u8] {
+        let s = s.trim_ascii();
+        s.strip_suffix(b"/").unwrap_or(s)
+    }
+    allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|a| norm(a.as_bytes()).eq_ignore_ascii_case(norm(origin)))
 }
 
 /// `Sec-WebSocket-Accept` = base64(SHA-1(key ++ GUID)) (RFC 6455 §4.2.2 item 5.4).
@@ -207,6 +216,18 @@ mod tests {
     fn origins() {
         let allowed = vec!["https://ok.example".to_string()];
         let mut h = upgrade_headers();
+        assert!(
+            check(&Method::GET, Version::HTTP_11, &h, &allowed).is_ok(),
+            "no Origin: not a browser, not refused"
+        );
+        for same in ["https://OK.example", "https://ok.example/"] {
+            h.insert(header::ORIGIN, same.parse().unwrap());
+            assert!(
+                check(&Method::GET, Version::HTTP_11, &h, &allowed).is_ok(),
+                "{same}"
+            );
+        }
+        h.insert(header::ORIGIN, "https://ok.example.evil".parse().unwrap());
         assert_eq!(
             check(&Method::GET, Version::HTTP_11, &h, &allowed),
             Err(HandshakeError::OriginNotAllowed)
