@@ -16,7 +16,9 @@ use crate::shard::mesh::{Inbox, ShardMsg};
 /// shard's own metric children.
 pub struct Shared {
     pub config: ServeConfig,
-    pub api_key: String,
+    /// Every accepted API key (PROTOCOL.md §7: several, for rotation). Check with
+    /// [`Shared::key_allowed`], never by comparing directly.
+    pub api_keys: Vec<String>,
     /// Changes on every start: offsets restart at 1 with no shared history (PROTOCOL.md §3).
     pub epoch: String,
     pub metrics: Metrics,
@@ -35,7 +37,9 @@ pub struct ServerHandle {
 
 /// Binds the listeners and starts one thread per shard. Returns once the port is bound, so
 /// connections made after this are queued even if a shard is still starting.
-pub fn start(config: ServeConfig, api_key: String) -> std::io::Result<ServerHandle> {
+/// `api_keys` are the accepted API keys (`main` generates one when none is configured; an empty
+/// list accepts none).
+pub fn start(config: ServeConfig, api_keys: Vec<String>) -> std::io::Result<ServerHandle> {
     let n = config.shard_count();
     let listeners = crate::shard::listener::bind(config.listen, n)?;
     let addr = listeners[0].local_addr()?;
@@ -46,7 +50,7 @@ pub fn start(config: ServeConfig, api_key: String) -> std::io::Result<ServerHand
             .0
             .map(|r| Mutex::new(ConnRateLimiter::new(r))),
         config,
-        api_key,
+        api_keys,
         epoch: ulid::Ulid::new().to_string(),
         metrics: Metrics::new(n),
         inboxes,
@@ -65,6 +69,21 @@ pub fn start(config: ServeConfig, api_key: String) -> std::io::Result<ServerHand
         shared,
         threads,
     })
+}
+
+impl Shared {
+    /// Whether `given` is one of the configured API keys. Compares against every key, each in
+    /// constant time, so the timing says neither which key matched nor where one differs.
+    pub fn key_allowed(&self, given: &str) -> bool {
+        keys_allow(&self.api_keys, given)
+    }
+}
+
+fn keys_allow(keys: &[String], given: &str) -> bool {
+    !given.is_empty()
+        && keys
+            .iter()
+            .fold(false, |found, k| found | key_matches(given, k))
 }
 
 impl ServerHandle {
@@ -108,6 +127,16 @@ mod tests {
         assert!(key_matches("abc", "abc"));
         assert!(!key_matches("abd", "abc"));
         assert!(!key_matches("ab", "abc"));
+        let keys = vec!["old".to_string(), "new".to_string()];
+        assert!(keys_allow(&keys, "old"));
+        assert!(keys_allow(&keys, "new"));
+        assert!(!keys_allow(&keys, "other"));
+        assert!(!keys_allow(&keys, ""));
+        assert!(
+            !keys_allow(&[String::new()], ""),
+            "an empty key never matches"
+        );
+        assert!(!keys_allow(&[], "old"));
         let k = random_key();
         assert_eq!(k.len(), 32);
         assert_ne!(k, random_key());
