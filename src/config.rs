@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Why the settings could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -65,23 +65,33 @@ pub struct ServeConfig {
     #[arg(long, env = "HUDDLE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address for WebSocket upgrades and the HTTP API (port 0 picks a free port).
-    #[arg(long, env = "HUDDLE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address for WebSocket upgrades and the HTTP API: IP:PORT, [IPv6]:PORT, localhost:PORT
+    /// (127.0.0.1), or :PORT (all interfaces, 0.0.0.0). Port 0 picks a free port.
+    #[arg(long, env = "HUDDLE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// Worker threads, each with its own event loop and connections [default: CPU cores].
     #[arg(long, env = "HUDDLE_SHARDS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub shards: Option<u16>,
 
-    /// Key for the publish API; random and printed once at start when not given.
-    #[arg(long, env = "HUDDLE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// Key for the publish API; repeat the flag or separate keys with commas to accept several
+    /// (key rotation). Random and printed once at start when none is given.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "HUDDLE_API_KEY",
+        hide_env_values = true,
+        value_delimiter = ',',
+        action = ArgAction::Append
+    )]
+    pub api_keys: Vec<String>,
 
-    /// Heartbeat interval announced in connection_ack; also the silence before a server ping.
+    /// Heartbeat interval announced in connection_ack; also the silence before a server ping
+    /// (at most 24h).
     #[arg(long, env = "HUDDLE_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
-    /// A connection silent this long is closed with 4001.
+    /// A connection silent this long is closed with 4001 (at most 24h).
     #[arg(long, env = "HUDDLE_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub heartbeat_timeout: Duration,
 
@@ -101,31 +111,42 @@ pub struct ServeConfig {
     #[arg(long, env = "HUDDLE_SEND_QUEUE_BYTES", default_value_t = 1_048_576)]
     pub send_queue_bytes: usize,
 
-    /// Comma-separated allowed `Origin` values; empty allows any. Others get HTTP 403.
+    /// Comma-separated allowed `Origin` values (each trimmed); empty allows any. Others get HTTP 403.
     #[arg(long, env = "HUDDLE_ALLOWED_ORIGINS", value_delimiter = ',', num_args = 0..)]
     pub allowed_origins: Vec<String>,
 
-    /// Time to drain connections on SIGTERM/SIGINT before exiting.
+    /// Time to drain connections on SIGTERM/SIGINT before exiting (at most 1h).
     #[arg(long, env = "HUDDLE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// A client that has not sent its whole HTTP request head by then is disconnected.
+    /// A client that has not sent its whole HTTP request head by then is disconnected (at most 1h).
     #[arg(long, env = "HUDDLE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
     /// WebSocket publishes one connection may have in flight; past it the server stops reading
-    /// that connection until replies go out.
-    #[arg(long, env = "HUDDLE_MAX_INFLIGHT_PUBLISHES", default_value_t = 64)]
+    /// that connection until replies go out (1 to 65536).
+    #[arg(
+        long,
+        env = "HUDDLE_MAX_INFLIGHT_PUBLISHES",
+        value_name = "N",
+        default_value_t = 64
+    )]
     pub max_inflight_publishes: usize,
 
-    /// Channel messages a shard may have accepted and not yet delivered everywhere; past it
-    /// publishes are refused with 503 `overloaded`.
-    #[arg(long, env = "HUDDLE_PUBLISH_QUEUE", default_value_t = 4096)]
+    /// Channel messages a shard may have accepted for sequencing and fan-out but not yet
+    /// delivered everywhere; past it publishes are refused as `overloaded` (HTTP 503)
+    /// (1 to 16777216).
+    #[arg(
+        long,
+        env = "HUDDLE_PUBLISH_QUEUE",
+        value_name = "N",
+        default_value_t = 4096
+    )]
     pub publish_queue: usize,
 
     /// A channel with no subscriber and no message for this long has its state freed; it comes
-    /// back at offset 0 with a new epoch.
-    #[arg(long, env = "HUDDLE_HISTORY_TTL", default_value = "5m", value_parser = parse_duration)]
+    /// back under a new epoch (more than 0, at most 30d).
+    #[arg(long, env = "HUDDLE_HISTORY_TTL", value_name = "D", default_value = "5m", value_parser = parse_duration)]
     pub history_ttl: Duration,
 
     /// Serve `GET /ws/echo`, which echoes every message through the same codec and limits
@@ -147,18 +168,106 @@ impl ServeConfig {
         }
     }
 
-    /// Checks relations between settings that single-flag parsing cannot see.
+    /// Checks ranges and relations that single-flag parsing cannot see. The message names the
+    /// flag; `main` prints it and exits with status 2.
     pub fn validate(&self) -> Result<(), String> {
-        if self.heartbeat_timeout.is_zero() {
-            return Err("--heartbeat-timeout must be > 0".into());
+        let durations = [
+            (
+                "--heartbeat-interval",
+                self.heartbeat_interval,
+                false,
+                MAX_HEARTBEAT,
+            ),
+            (
+                "--heartbeat-timeout",
+                self.heartbeat_timeout,
+                false,
+                MAX_HEARTBEAT,
+            ),
+            (
+                "--shutdown-grace",
+                self.shutdown_grace,
+                true,
+                MAX_SHUTDOWN_GRACE,
+            ),
+            (
+                "--handshake-timeout",
+                self.handshake_timeout,
+                false,
+                MAX_HANDSHAKE_TIMEOUT,
+            ),
+            ("--history-ttl", self.history_ttl, false, MAX_HISTORY_TTL),
+        ];
+        for (flag, value, zero_ok, max) in durations {
+            if value.is_zero() && !zero_ok {
+                return Err(format!("{flag} must be > 0"));
+            }
+            if value > max {
+                return Err(format!(
+                    "{flag} must be at most {} (got {})",
+                    humantime::format_duration(max),
+                    show_duration(value)
+                ));
+            }
         }
-        if self.heartbeat_interval.is_zero() {
-            return Err("--heartbeat-interval must be > 0".into());
+        if let Some(rate) = self.conn_rate.0 {
+            if rate.per > MAX_RATE_PERIOD {
+                return Err(format!(
+                    "--conn-rate period must be at most {}",
+                    humantime::format_duration(MAX_RATE_PERIOD)
+                ));
+            }
         }
         if self.max_message_size < 125 {
             return Err("--max-message-size must be at least 125".into());
         }
+        let counts = [
+            (
+                "--max-inflight-publishes",
+                self.max_inflight_publishes,
+                MAX_INFLIGHT_PUBLISHES,
+            ),
+            ("--publish-queue", self.publish_queue, MAX_PUBLISH_QUEUE),
+        ];
+        for (flag, value, max) in counts {
+            if !(1..=max).contains(&value) {
+                return Err(format!("{flag} must be between 1 and {max} (got {value})"));
+            }
+        }
         Ok(())
+    }
+
+    /// Trims list entries and drops empty ones, so `--allowed-origins ""` or `"a, b,"` and an
+    /// empty `HUDDLE_API_KEY=` mean what they look like (no entry), never an empty key or origin.
+    fn normalize(&mut self) {
+        for list in [&mut self.allowed_origins, &mut self.api_keys] {
+            for item in list.iter_mut() {
+                let trimmed = item.trim();
+                if trimmed.len() != item.len() {
+                    *item = trimmed.to_owned();
+                }
+            }
+            list.retain(|s| !s.is_empty());
+        }
+    }
+}
+
+/// Upper bounds of the duration settings: far beyond any sane value, and far below what would
+/// overflow `Instant + Duration` in a shard.
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
+pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MAX_HISTORY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_INFLIGHT_PUBLISHES: usize = 65536;
+pub const MAX_PUBLISH_QUEUE: usize = 1 << 24;
+
+/// A duration for an error message: humantime for sane values, seconds for absurd ones.
+fn show_duration(d: Duration) -> String {
+    if d.as_secs() < 100 * 365 * 24 * 3600 {
+        humantime::format_duration(d).to_string()
+    } else {
+        format!("{}s", d.as_secs())
     }
 }
 
@@ -181,22 +290,29 @@ where
         });
     }
     let matches = cmd.try_get_matches_from(args)?;
-    Ok(Cli::from_arg_matches(&matches)?)
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let Command::Serve(serve) = &mut cli.command;
+    serve.normalize();
+    Ok(cli)
 }
 
-/// `--config FILE`, `--config=FILE`, else `HUDDLE_CONFIG`.
+/// The last of `--config FILE` / `--config=FILE` (a repeated flag takes its last value, like
+/// every other flag), else `HUDDLE_CONFIG`. Stops at `--`.
 fn config_path(args: &[std::ffi::OsString]) -> Option<PathBuf> {
-    let mut it = args.iter();
+    let mut found = None;
+    let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         let s = a.to_string_lossy();
-        if s == "--config" {
-            return it.next().map(PathBuf::from);
+        if s == "--" {
+            break;
         }
-        if let Some(v) = s.strip_prefix("--config=") {
-            return Some(PathBuf::from(v));
+        if s == "--config" {
+            found = it.next().map(PathBuf::from);
+        } else if let Some(v) = s.strip_prefix("--config=") {
+            found = Some(PathBuf::from(v));
         }
     }
-    std::env::var_os("HUDDLE_CONFIG").map(PathBuf::from)
+    found.or_else(|| std::env::var_os("HUDDLE_CONFIG").map(PathBuf::from))
 }
 
 /// Reads the TOML file into (argument id, default value) pairs, refusing unknown keys.
@@ -220,10 +336,14 @@ fn toml_defaults(text: &str) -> Result<Vec<(String, String)>, String> {
         .ok_or("no serve command")?;
     let mut out = Vec::new();
     for (key, value) in table {
-        let id = key.replace('-', "_");
-        if id == "config" || !serve.get_arguments().any(|a| a.get_id() == id.as_str()) {
-            return Err(format!("unknown key `{key}`"));
-        }
+        // Keys are flag names without dashes; the argument id may differ (`api-key` → `api_keys`).
+        let id = match serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+        {
+            Some(a) if key != "config" => a.get_id().to_string(),
+            _ => return Err(format!("unknown key `{key}`")),
+        };
         let value = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
@@ -245,15 +365,43 @@ fn toml_defaults(text: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds (fractions allowed: `0.5`).
+/// NaN, infinities, negatives and values no `Duration` can hold are refused; upper bounds of each
+/// setting are checked by [`ServeConfig::validate`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<f64>() {
         if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+            if let Ok(d) = Duration::try_from_secs_f64(secs) {
+                return Ok(d);
+            }
         }
         return Err(format!("invalid duration `{s}`"));
     }
     humantime::parse_duration(s).map_err(|e| format!("invalid duration `{s}`: {e}"))
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` (→ 127.0.0.1) or `:PORT` (→ 0.0.0.0, all
+/// interfaces). Host names other than `localhost` are refused rather than resolved.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = || {
+        format!(
+            "invalid address `{s}`: expected IP:PORT, [IPv6]:PORT, localhost:PORT or :PORT \
+             (e.g. 127.0.0.1:8080, [::1]:8080, :8080)"
+        )
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let ip = match host {
+        "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        h if h.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        _ => return Err(bad()),
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// `N/PERIOD` where PERIOD is `s`, `sec`, `min`, `h`, `hour` or a duration (`30s`); `0`/`off` → None.
@@ -284,6 +432,9 @@ fn parse_rate_inner(s: &str) -> Result<Option<Rate>, String> {
     };
     if per.is_zero() {
         return Err(format!("invalid rate `{s}`: period must be > 0"));
+    }
+    if per > MAX_RATE_PERIOD {
+        return Err(format!("invalid rate `{s}`: period must be at most 24h"));
     }
     Ok(Some(Rate { count, per }))
 }
@@ -318,7 +469,169 @@ mod tests {
         assert_eq!(c.send_queue_bytes, 1_048_576);
         assert!(c.allowed_origins.is_empty());
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
-        assert!(c.api_key.is_none());
+        assert!(c.api_keys.is_empty());
+        assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_inflight_publishes, 64);
+        assert_eq!(c.publish_queue, 4096);
+        assert_eq!(c.history_ttl, Duration::from_secs(300));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    fn serve_err(args: &[&str]) -> String {
+        let mut argv = vec!["huddle", "serve"];
+        argv.extend_from_slice(args);
+        match parse_from(argv) {
+            Ok(cli) => {
+                let Command::Serve(c) = cli.command;
+                c.validate().expect_err("should be refused")
+            }
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn listen_forms() {
+        let a = |s: &str| parse_listen(s).unwrap();
+        assert_eq!(a(":0"), "0.0.0.0:0".parse().unwrap());
+        assert_eq!(a(":8080"), "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(a("127.0.0.1:9000"), "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(a("[::1]:9000"), "[::1]:9000".parse().unwrap());
+        assert_eq!(a("[::]:0"), "[::]:0".parse().unwrap());
+        assert_eq!(a("localhost:80"), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(a("LocalHost:80"), "127.0.0.1:80".parse().unwrap());
+        for bad in [
+            "",
+            ":",
+            "8080",
+            "example.com:80",
+            "localhost",
+            ":99999",
+            ":-1",
+            "::1:80",
+            "1.2.3.4",
+        ] {
+            let e = parse_listen(bad).expect_err(bad);
+            assert!(e.contains("invalid address"), "{bad}: {e}");
+        }
+        assert_eq!(serve(&["--listen", ":0"]).listen, a("0.0.0.0:0"));
+        assert!(serve_err(&["--listen", "nowhere:1"]).contains("invalid address"));
+    }
+
+    #[test]
+    fn duration_bounds() {
+        assert!(parse_duration("NaN").is_err());
+        assert!(parse_duration("inf").is_err());
+        assert!(parse_duration("-inf").is_err());
+        assert!(
+            parse_duration("1e30").is_err(),
+            "beyond Duration: refused, no panic"
+        );
+        for (flag, ok, too_big) in [
+            ("--heartbeat-interval", "24h", "25h"),
+            ("--heartbeat-timeout", "86400", "1e19"),
+            ("--shutdown-grace", "1h", "3601"),
+            ("--handshake-timeout", "1h", "2h"),
+            ("--history-ttl", "30days", "31days"),
+        ] {
+            assert_eq!(serve(&[flag, ok]).validate(), Ok(()), "{flag} {ok}");
+            let e = serve_err(&[flag, too_big]);
+            assert!(e.contains(flag) && e.contains("at most"), "{flag}: {e}");
+        }
+        assert!(serve_err(&["--heartbeat-timeout", "0"]).contains("--heartbeat-timeout"));
+        assert!(serve_err(&["--history-ttl", "0s"]).contains("--history-ttl"));
+        assert_eq!(serve(&["--shutdown-grace", "0"]).validate(), Ok(()));
+        assert!(parse_rate("1/25h").is_err());
+    }
+
+    #[test]
+    fn new_limits_ranges() {
+        let c = serve(&["--max-inflight-publishes", "1", "--publish-queue", "1"]);
+        assert_eq!((c.max_inflight_publishes, c.publish_queue), (1, 1));
+        assert_eq!(c.validate(), Ok(()));
+        assert!(serve_err(&["--max-inflight-publishes", "0"]).contains("--max-inflight-publishes"));
+        assert!(serve_err(&["--publish-queue", "0"]).contains("--publish-queue"));
+        assert!(serve_err(&["--publish-queue", "99999999"]).contains("--publish-queue"));
+        let d = toml_defaults("history-ttl = \"1m\"\npublish-queue = 10\n").unwrap();
+        assert!(d.contains(&("history_ttl".into(), "1m".into())));
+        assert!(d.contains(&("publish_queue".into(), "10".into())));
+    }
+
+    #[test]
+    fn api_keys_accumulate() {
+        assert_eq!(serve(&["--api-key", "a"]).api_keys, ["a"]);
+        assert_eq!(
+            serve(&["--api-key", "a", "--api-key", "b"]).api_keys,
+            ["a", "b"],
+            "repeated --api-key accumulates despite args_override_self"
+        );
+        assert_eq!(serve(&["--api-key", "a,b"]).api_keys, ["a", "b"]);
+        assert_eq!(
+            serve(&["--api-key=a, b", "--api-key", "c,"]).api_keys,
+            ["a", "b", "c"]
+        );
+        assert!(
+            serve(&["--api-key", ""]).api_keys.is_empty(),
+            "no empty key"
+        );
+        let d = toml_defaults("api-key = [\"a\", \"b\"]").unwrap();
+        assert_eq!(d, [("api_keys".to_string(), "a,b".to_string())]);
+        assert!(
+            toml_defaults("api_keys = \"x\"").is_err(),
+            "key is the flag name"
+        );
+    }
+
+    #[test]
+    fn api_keys_from_file() {
+        let dir = std::env::temp_dir().join(format!("huddle-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = dir.join("list.toml");
+        std::fs::write(&list, "api-key = [\"a\", \"b\"]\n").unwrap();
+        let joined = dir.join("joined.toml");
+        std::fs::write(&joined, "api-key = \"c,d\"\n").unwrap();
+        let c = serve(&["--config", list.to_str().unwrap()]);
+        assert_eq!(c.api_keys, ["a", "b"]);
+        let c = serve(&["--config", joined.to_str().unwrap()]);
+        assert_eq!(c.api_keys, ["c", "d"]);
+        let c = serve(&["--config", list.to_str().unwrap(), "--api-key", "z"]);
+        assert_eq!(c.api_keys, ["z"], "flag replaces the file's keys");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn origins_are_trimmed() {
+        let c = serve(&[
+            "--allowed-origins",
+            " https://a.example , https://b.example,",
+        ]);
+        assert_eq!(
+            c.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert!(serve(&["--allowed-origins", ""]).allowed_origins.is_empty());
+        assert!(serve(&["--allowed-origins", " , "])
+            .allowed_origins
+            .is_empty());
+        assert!(serve(&["--allowed-origins"]).allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn last_config_file_wins() {
+        let dir = std::env::temp_dir().join(format!("huddle-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let one = dir.join("one.toml");
+        std::fs::write(&one, "heartbeat-timeout = \"11s\"\n").unwrap();
+        let two = dir.join("two.toml");
+        std::fs::write(&two, "heartbeat-timeout = \"22s\"\n").unwrap();
+        let (one, two) = (one.to_str().unwrap(), two.to_str().unwrap());
+        let t = |args: &[&str]| serve(args).heartbeat_timeout.as_secs();
+        assert_eq!(t(&["--config", one, "--config", two]), 22);
+        assert_eq!(t(&["--config", two, "--config", one]), 11);
+        assert_eq!(t(&[&format!("--config={one}"), "--config", two]), 22);
+        assert_eq!(t(&["--config", two, &format!("--config={one}")]), 11);
+        let c = serve(&["--config", one, "--config", two]);
+        assert_eq!(c.config.as_deref(), Some(Path::new(two)));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -20,17 +20,16 @@ fn main() -> ExitCode {
         eprintln!("huddle: {e}");
         return ExitCode::from(2);
     }
-    let api_key = match cfg.api_key.clone() {
-        Some(k) => k,
-        None => {
-            let k = huddle::server::random_key();
-            tracing::warn!("no --api-key given; generated API key for this run: {k}");
-            k
-        }
+    let api_keys = if cfg.api_keys.is_empty() {
+        let k = huddle::server::random_key();
+        tracing::warn!("no --api-key given; generated API key for this run: {k}");
+        vec![k]
+    } else {
+        cfg.api_keys.clone()
     };
     let grace = cfg.shutdown_grace;
     let shards = cfg.shard_count();
-    let server = match huddle::server::start(cfg, vec![api_key]) {
+    let server = match huddle::server::start(cfg, api_keys) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot start: {e}");

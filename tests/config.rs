@@ -1,9 +1,11 @@
 //! Settings (PROTOCOL.md §1): flag > `HUDDLE_*` env > TOML file > default, the generated API
-//! key, `--help` listing every flag, refusal of unknown TOML keys, and JSON logs.
+//! key, several API keys (§7), `--listen` forms, a port already in use, out-of-range durations,
+//! `--help` listing every flag, refusal of unknown TOML keys, and JSON logs.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -187,7 +189,7 @@ async fn generated_api_key_is_logged_and_works() {
     );
 }
 
-const FLAGS: [&str; 13] = [
+const FLAGS: [&str; 17] = [
     "--listen",
     "--shards",
     "--api-key",
@@ -201,6 +203,10 @@ const FLAGS: [&str; 13] = [
     "--shutdown-grace",
     "--log-format",
     "--config",
+    "--handshake-timeout",
+    "--max-inflight-publishes",
+    "--publish-queue",
+    "--history-ttl",
 ];
 
 #[test]
@@ -263,4 +269,248 @@ fn json_log_format_makes_the_ready_line_json() {
     let text = v.to_string();
     assert!(text.contains("listening on 127.0.0.1:"), "{v}");
     assert!(v["level"].is_string(), "{v}");
+}
+
+/// `GET /api/stats` at `addr` with one extra header; the status.
+async fn stats_status(addr: SocketAddr, header: (&str, &str)) -> u16 {
+    let req = format!(
+        "GET /api/stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{}: {}\r\n\r\n",
+        header.0, header.1
+    );
+    support::raw_http(addr, req.as_bytes()).await.status
+}
+
+#[tokio::test]
+async fn listen_port_only_means_all_interfaces() {
+    let args = [
+        "serve",
+        "--listen",
+        ":0",
+        "--api-key",
+        "k",
+        "--conn-rate",
+        "off",
+    ];
+    let server = Server::start_raw(&args, &[]);
+    assert!(server.addr.ip().is_unspecified(), "{}", server.addr);
+    assert!(server.addr.is_ipv4(), "{}", server.addr);
+    assert_ne!(server.addr.port(), 0);
+    let local: SocketAddr = ([127, 0, 0, 1], server.addr.port()).into();
+    assert_eq!(stats_status(local, ("X-API-Key", "k")).await, 200);
+}
+
+#[tokio::test]
+async fn listen_localhost_resolves_to_loopback() {
+    let args = [
+        "serve",
+        "--listen",
+        "localhost:0",
+        "--api-key",
+        "k",
+        "--conn-rate",
+        "off",
+    ];
+    let server = Server::start_raw(&args, &[]);
+    assert_eq!(server.addr.ip().to_string(), "127.0.0.1");
+    assert_eq!(stats_status(server.addr, ("X-API-Key", "k")).await, 200);
+}
+
+#[test]
+fn listen_host_name_is_refused_clearly() {
+    let out = run(&["serve", "--listen", "example.com:80"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--listen") && err.contains("invalid address"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn last_config_file_wins() {
+    let first = TempToml::new("first", "heartbeat-timeout = \"11s\"\n");
+    let second = TempToml::new("second", "heartbeat-timeout = \"22s\"\n");
+    let mut args = BASE.to_vec();
+    args.extend(["--config", first.path(), "--config", second.path()]);
+    let server = Server::start_raw(&args, &[]);
+    assert_eq!(ack_intervals(&server).await.1, json!(22));
+    drop(server);
+
+    let eq_form = format!("--config={}", first.path());
+    let mut args = BASE.to_vec();
+    args.extend(["--config", second.path(), &eq_form]);
+    let server = Server::start_raw(&args, &[]);
+    assert_eq!(ack_intervals(&server).await.1, json!(11));
+}
+
+#[test]
+fn huge_heartbeat_timeout_is_refused_without_panic() {
+    let mut args = BASE.to_vec();
+    args.extend(["--heartbeat-timeout", "1e19"]);
+    let out = run(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--heartbeat-timeout"), "stderr: {err}");
+    assert!(!err.contains("panicked"), "stderr: {err}");
+
+    for flag in [
+        "--heartbeat-interval",
+        "--shutdown-grace",
+        "--handshake-timeout",
+        "--history-ttl",
+    ] {
+        let mut args = BASE.to_vec();
+        args.extend([flag, "1e12"]);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(
+            err.contains(flag) && !err.contains("panicked"),
+            "{flag}: {err}"
+        );
+    }
+    for bad in ["NaN", "inf", "1e30"] {
+        let mut args = BASE.to_vec();
+        args.extend(["--heartbeat-timeout", bad]);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(!err.contains("panicked"), "{bad}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn address_in_use_fails_at_once() {
+    let first = Server::start(&[]);
+    let addr = first.addr.to_string();
+    let started = Instant::now();
+    let out = run(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--api-key",
+        "k",
+        "--shards",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "second server started: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.contains("in use"), "stderr: {err}");
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    // The first one keeps serving, and every new client reaches it.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(first.connect("/ws").await.0);
+    }
+    first
+        .wait_stats("8 connections", |s| s["connections"] == 8)
+        .await;
+}
+
+#[tokio::test]
+async fn several_api_keys_from_flags() {
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--conn-rate",
+        "off",
+        "--api-key",
+        "old-key",
+        "--api-key",
+        "new-key,next-key",
+    ];
+    let server = Server::start_raw(&args, &[]);
+    let a = server.addr;
+    assert_eq!(stats_status(a, ("X-API-Key", "old-key")).await, 200);
+    assert_eq!(
+        stats_status(a, ("Authorization", "Bearer new-key")).await,
+        200
+    );
+    assert_eq!(
+        stats_status(a, ("Authorization", "Bearer next-key")).await,
+        200
+    );
+    assert_eq!(stats_status(a, ("X-API-Key", "other-key")).await, 401);
+    assert_eq!(
+        stats_status(a, ("Authorization", "Bearer old-key,new-key")).await,
+        401
+    );
+    assert_eq!(stats_status(a, ("X-API-Key", "")).await, 401);
+    // RFC 9110: the auth scheme is case-insensitive.
+    assert_eq!(
+        stats_status(a, ("authorization", "bearer new-key")).await,
+        200
+    );
+    assert_eq!(
+        stats_status(a, ("Authorization", "BEARER old-key")).await,
+        200
+    );
+    assert_eq!(
+        stats_status(a, ("Authorization", "Basic old-key")).await,
+        401
+    );
+
+    // Publishing over the WebSocket accepts any of them.
+    let (mut p, _) = server.connect("/ws?api_key=next-key").await;
+    p.send_json(&json!({"event_type":"publish","message_id":"p1",
+        "data":{"channel":"odds","event_type":"odds_update","data":support::odds("7", 1)}}))
+        .await;
+    let r = p.next_json().await;
+    assert_eq!(r["event_type"], "publish", "{r}");
+    assert_eq!(r["reply_to"], "p1", "{r}");
+}
+
+#[tokio::test]
+async fn several_api_keys_from_env_and_file() {
+    let args = ["serve", "--listen", "127.0.0.1:0", "--conn-rate", "off"];
+    let server = Server::start_raw(&args, &[("HUDDLE_API_KEY", "env-a, env-b")]);
+    let a = server.addr;
+    assert_eq!(stats_status(a, ("X-API-Key", "env-a")).await, 200);
+    assert_eq!(stats_status(a, ("X-API-Key", "env-b")).await, 200);
+    assert_eq!(stats_status(a, ("X-API-Key", "env-c")).await, 401);
+    drop(server);
+
+    for text in [
+        "api-key = [\"file-a\", \"file-b\"]\n",
+        "api-key = \"file-a,file-b\"\n",
+    ] {
+        let file = TempToml::new("keys", text);
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--conn-rate",
+            "off",
+            "--config",
+            file.path(),
+        ];
+        let server = Server::start_raw(&args, &[]);
+        let a = server.addr;
+        assert_eq!(
+            stats_status(a, ("X-API-Key", "file-a")).await,
+            200,
+            "{text}"
+        );
+        assert_eq!(
+            stats_status(a, ("Authorization", "bearer file-b")).await,
+            200,
+            "{text}"
+        );
+        assert_eq!(
+            stats_status(a, ("X-API-Key", "file-c")).await,
+            401,
+            "{text}"
+        );
+        assert!(!server
+            .logs()
+            .iter()
+            .any(|l| l.contains("generated API key")));
+    }
 }

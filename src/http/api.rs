@@ -49,7 +49,7 @@ async fn dispatch(
     shard: usize,
     req: http::Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    if !authorized(req.headers(), shared) {
+    if !authorized(req.headers(), |k| shared.key_allowed(k)) {
         return Err(ApiError::Unauthorized);
     }
     let path = req.uri().path().to_owned();
@@ -152,22 +152,31 @@ async fn channels(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
     Ok(json_response(StatusCode::OK, &json!({ "channels": list })))
 }
 
-/// `Authorization: Bearer KEY` (scheme case-insensitive, RFC 9110 §11.1) or `X-API-Key: KEY`.
-fn authorized(headers: &http::HeaderMap, shared: &Shared) -> bool {
+/// `Authorization: Bearer KEY` (scheme in any case, RFC 9110 §11.1) or `X-API-Key: KEY`,
+/// surrounding whitespace ignored; either header carrying an allowed key is enough.
+fn authorized(headers: &http::HeaderMap, allowed: impl Fn(&str) -> bool) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
-    let x_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    bearer
-        .or(x_key)
-        .is_some_and(|k| shared.key_allowed(k.trim()))
+    let x_key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    // Both checked (no short cut), so the timing does not say which header was right.
+    let by_bearer = bearer.is_some_and(&allowed);
+    let by_header = x_key.is_some_and(&allowed);
+    by_bearer | by_header
 }
 
-/// The credentials of an `Authorization: Bearer …` value.
-pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, rest) = value.trim_start().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+/// The token of a `Bearer` credential: `bearer`, `Bearer`, `BEARER`… then whitespace, then it.
+fn bearer_token(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let (scheme, token) = value.split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The whole body, refusing more than 1 MiB before reading it when Content-Length says so, and
@@ -200,4 +209,51 @@ async fn read_body_inner(req: http::Request<Incoming>) -> Result<Vec<u8>, ApiErr
         })?;
     let bytes: Bytes = body.to_bytes();
     Ok(bytes.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_trimmed() {
+        let ok = |k: &str| k == "k1" || k == "k2";
+        for v in [
+            "Bearer k1",
+            "bearer k1",
+            "BEARER k2",
+            "  Bearer   k1  ",
+            "bEaReR\tk2",
+        ] {
+            assert!(authorized(&headers(&[("authorization", v)]), ok), "{v:?}");
+        }
+        for v in [
+            "Bearer k3",
+            "Basic k1",
+            "Bearerk1",
+            "k1",
+            "Bearer",
+            "Bearer  ",
+        ] {
+            assert!(!authorized(&headers(&[("authorization", v)]), ok), "{v:?}");
+        }
+        assert!(authorized(&headers(&[("x-api-key", " k2 ")]), ok));
+        assert!(!authorized(&headers(&[("x-api-key", "")]), ok));
+        assert!(authorized(
+            &headers(&[("authorization", "Basic zzz"), ("x-api-key", "k1")]),
+            ok
+        ));
+        assert!(!authorized(&headers(&[]), ok));
+    }
 }

@@ -126,7 +126,7 @@ pub fn upgrade(
         .api_key
         .as_deref()
         .or(header_key.as_deref())
-        .is_some_and(|k| shared.key_allowed(k));
+        .is_some_and(|k| shared.key_allowed(k.trim()));
     let params = ConnParams {
         echo,
         channels,

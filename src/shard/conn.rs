@@ -47,6 +47,8 @@ pub struct Conn {
     pub blocked: bool,
     /// WebSocket publishes sent to owners and not yet answered (`--max-inflight-publishes`).
     pub inflight: u32,
+    /// A subscription request waiting for owners' acks; reading is paused meanwhile.
+    pub(crate) parked: Option<Box<super::Parked>>,
     pub phase: Phase,
 }
 

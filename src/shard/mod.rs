@@ -75,18 +75,17 @@ struct View {
     /// Offset of the last message of the channel this shard has seen (or the ack's offset).
     tail: u64,
     epoch: Arc<str>,
-    /// False between `Interest` and the owner's `InterestAck`: messages are ignored and replies
-    /// about the channel wait in `deferred`.
+    /// False between `Interest` and the owner's `InterestAck`: messages are ignored, and
+    /// requests about the channel wait (parked on their connection, listed in `waiters`).
     acked: bool,
-    deferred: Vec<Deferred>,
+    waiters: Vec<(usize, u64)>,
 }
 
-/// A subscribe or unsubscribe reply waiting for the owner's `InterestAck`.
-struct Deferred {
-    key: usize,
-    conn_id: u64,
-    subscribed: bool,
-    reply_to: Option<Box<str>>,
+/// A subscription request waiting for the owners' `InterestAck`s of its channels. The
+/// connection is not read meanwhile, so its requests are still answered in order.
+pub(crate) struct Parked {
+    request: crate::protocol::ClientRequest,
+    reply_to: Option<String>,
 }
 
 /// Shard-local state. See the module docs for the invariants.
@@ -229,6 +228,7 @@ impl Shard {
             dirty: false,
             blocked: false,
             inflight: 0,
+            parked: None,
             phase: Phase::Open,
         });
         let first = now + self.first_timer_delay();
@@ -432,6 +432,10 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return ReadOutcome::Stop;
         };
+        if conn.parked.is_some() {
+            decoder.feed(bytes);
+            return ReadOutcome::Paused;
+        }
         if !bytes.is_empty() {
             conn.last_seen = Instant::now();
             conn.pinged = false;
@@ -440,7 +444,10 @@ impl Shard {
         loop {
             match self.conns.get(key) {
                 None => return ReadOutcome::Stop,
-                Some(c) if c.phase == Phase::Open && c.inflight as usize >= max_inflight => {
+                Some(c)
+                    if c.phase == Phase::Open
+                        && (c.inflight as usize >= max_inflight || c.parked.is_some()) =>
+                {
                     return ReadOutcome::Paused
                 }
                 Some(_) => {}
@@ -587,7 +594,7 @@ impl Shard {
         let max = self.shared.config.max_inflight_publishes;
         self.conns.get(key).map(|c| Interest {
             want_write: !c.out.is_empty(),
-            may_read: c.phase != Phase::Open || (c.inflight as usize) < max,
+            may_read: c.phase != Phase::Open || ((c.inflight as usize) < max && c.parked.is_none()),
             phase: c.phase,
         })
     }
@@ -871,7 +878,7 @@ impl Shard {
                     tail: pos.offset,
                     epoch: pos.epoch,
                     acked: true,
-                    deferred: Vec::new(),
+                    waiters: Vec::new(),
                 },
             );
             return true;
@@ -887,7 +894,7 @@ impl Shard {
                 tail: 0,
                 epoch: Arc::from(""),
                 acked: false,
-                deferred: Vec::new(),
+                waiters: Vec::new(),
             },
         );
         false
@@ -914,7 +921,8 @@ impl Shard {
         }
     }
 
-    /// The owner's answer to this shard's `Interest`: the view is current from here on.
+    /// The owner's answer to this shard's `Interest`: the view is current from here on, and
+    /// requests parked on it go on.
     fn on_interest_ack(&mut self, channel: &Arc<str>, offset: u64, epoch: Arc<str>) {
         let Some(view) = self.views.get_mut(channel) else {
             return;
@@ -922,17 +930,16 @@ impl Shard {
         view.acked = true;
         view.tail = offset;
         view.epoch = epoch;
-        let deferred = std::mem::take(&mut view.deferred);
-        for d in deferred {
-            if self
-                .conns
-                .get(d.key)
-                .is_some_and(|c| c.id == d.conn_id && c.phase == Phase::Open)
-            {
-                self.channel_reply(d.key, channel, d.subscribed, d.reply_to.as_deref());
-            }
+        let waiters = std::mem::take(&mut view.waiters);
+        for (key, conn_id) in waiters {
+            self.unpark(key, conn_id);
         }
-        if self.registry.lookup(channel).is_none() {
+        if self.registry.lookup(channel).is_none()
+            && self
+                .views
+                .get(channel)
+                .is_some_and(|v| v.waiters.is_empty())
+        {
             self.release_view(channel);
         }
         self.flush_dirty();

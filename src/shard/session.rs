@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 
-use super::{encode, publish, Deferred, Shard};
+use super::{encode, publish, Parked, Shard};
 use crate::conn::Phase;
 use crate::protocol::{
     parse_client_message, ClientMessage, ClientRequest, ErrorCode, OutMessage, PublishRequest,
@@ -42,9 +42,78 @@ impl Shard {
                 let data = json!({ "server_time": crate::protocol::timestamp_now() });
                 self.reply(key, "heartbeat", reply_to, &data);
             }
+            ClientRequest::Publish(req) => self.publish_from(key, req, msg.message_id),
+            request => self.channel_request(key, request, msg.message_id),
+        }
+    }
+
+    /// A subscribe or unsubscribe. Channels this shard does not follow yet are asked of their
+    /// owners first; the request is parked (and the connection not read) until every answer
+    /// is in, so its replies carry exact offsets and come in request order.
+    fn channel_request(&mut self, key: usize, request: ClientRequest, reply_to: Option<String>) {
+        let Some(conn_id) = self.conns.get(key).map(|c| c.id) else {
+            return;
+        };
+        let subscribing = matches!(request, ClientRequest::Subscribe(_));
+        let channels: Vec<Arc<str>> = request_channels(&request)
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        let mut waiting = false;
+        for ch in &channels {
+            let acked = if subscribing {
+                self.ensure_view(ch)
+            } else {
+                self.views.get(ch).is_none_or(|v| v.acked)
+            };
+            if !acked {
+                waiting = true;
+                if let Some(v) = self.views.get_mut(ch) {
+                    if !v.waiters.contains(&(key, conn_id)) {
+                        v.waiters.push((key, conn_id));
+                    }
+                }
+            }
+        }
+        if waiting {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.parked = Some(Box::new(Parked { request, reply_to }));
+            }
+            return;
+        }
+        self.run_channel_request(key, request, reply_to.as_deref());
+    }
+
+    /// Resumes a parked request once every channel it names is followed.
+    pub(super) fn unpark(&mut self, key: usize, conn_id: u64) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == conn_id) else {
+            return;
+        };
+        let Some(parked) = conn.parked.take() else {
+            return;
+        };
+        let still_waiting = request_channels(&parked.request)
+            .into_iter()
+            .any(|n| self.views.get(n).is_some_and(|v| !v.acked));
+        if still_waiting {
+            // Another channel's ack resumes it.
+            if let Some(c) = self.conns.get_mut(key) {
+                c.parked = Some(parked);
+            }
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(key) {
+            c.io.wake.notify_one();
+        }
+        let Parked { request, reply_to } = *parked;
+        self.run_channel_request(key, request, reply_to.as_deref());
+    }
+
+    fn run_channel_request(&mut self, key: usize, request: ClientRequest, reply_to: Option<&str>) {
+        match request {
             ClientRequest::Subscribe(specs) => self.subscribe(key, specs, reply_to),
             ClientRequest::Unsubscribe(channels) => self.unsubscribe(key, channels, reply_to),
-            ClientRequest::Publish(req) => self.publish_from(key, req, msg.message_id),
+            _ => {}
         }
     }
 
@@ -54,36 +123,32 @@ impl Shard {
             let Some(conn) = self.conns.get(key) else {
                 return;
             };
+            let channel: Arc<str> = Arc::from(spec.channel.as_str());
             let already = self
                 .registry
-                .lookup(&spec.channel)
+                .lookup(&channel)
                 .is_some_and(|cid| conn.subscription(cid).is_some());
             if !already && conn.subs.len() >= max {
                 self.reply_error(
                     key,
                     ErrorCode::TooManySubscriptions,
-                    format!(
-                        "{}: at most {max} subscriptions per connection",
-                        spec.channel
-                    ),
+                    format!("{channel}: at most {max} subscriptions per connection"),
                     reply_to,
                 );
+                // The view asked for it may have no member now.
+                if self.registry.lookup(&channel).is_none() {
+                    self.release_view(&channel);
+                }
                 continue;
             }
-            let channel: Arc<str> = Arc::from(spec.channel.as_str());
-            if self.add_subscription(key, &channel, spec.filter) {
-                self.channel_reply(key, &channel, true, reply_to);
-            } else {
-                self.defer_reply(key, &channel, true, reply_to);
-            }
+            self.add_subscription(key, &channel, spec.filter);
+            self.channel_reply(key, &channel, true, reply_to);
         }
     }
 
     fn unsubscribe(&mut self, key: usize, channels: Vec<String>, reply_to: Option<&str>) {
         for channel in channels {
-            let channel: Arc<str> = Arc::from(channel.as_str());
             // Answered with the position before leaving: no message of the channel follows.
-            let pending = self.views.get(&channel).is_some_and(|v| !v.acked);
             let position = self.position_of(&channel);
             if let Some(cid) = self.registry.lookup(&channel) {
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -94,32 +159,7 @@ impl Shard {
                     }
                 }
             }
-            if pending && self.views.contains_key(&channel) {
-                self.defer_reply(key, &channel, false, reply_to);
-            } else {
-                self.render_channel_reply(key, &channel, false, reply_to, position);
-            }
-        }
-    }
-
-    /// Holds a reply about `channel` until the owner's `InterestAck` gives its offset.
-    fn defer_reply(
-        &mut self,
-        key: usize,
-        channel: &Arc<str>,
-        subscribed: bool,
-        reply_to: Option<&str>,
-    ) {
-        let Some(conn_id) = self.conns.get(key).map(|c| c.id) else {
-            return;
-        };
-        if let Some(v) = self.views.get_mut(channel) {
-            v.deferred.push(Deferred {
-                key,
-                conn_id,
-                subscribed,
-                reply_to: reply_to.map(Box::from),
-            });
+            self.render_channel_reply(key, &channel, false, reply_to, position);
         }
     }
 
@@ -289,5 +329,14 @@ fn seconds(d: Duration) -> Value {
         json!(d.as_secs())
     } else {
         json!(d.as_secs_f64())
+    }
+}
+
+/// The channel names a subscribe or unsubscribe request is about.
+fn request_channels(request: &ClientRequest) -> Vec<&str> {
+    match request {
+        ClientRequest::Subscribe(specs) => specs.iter().map(|s| s.channel.as_str()).collect(),
+        ClientRequest::Unsubscribe(channels) => channels.iter().map(String::as_str).collect(),
+        _ => Vec::new(),
     }
 }

@@ -33,9 +33,11 @@ pub struct Shared {
 impl Shared {
     /// True if `given` is one of the configured API keys (constant time per key).
     pub fn key_allowed(&self, given: &str) -> bool {
-        self.api_keys
-            .iter()
-            .fold(false, |ok, k| ok | key_matches(given, k))
+        !given.is_empty()
+            && self
+                .api_keys
+                .iter()
+                .fold(false, |ok, k| ok | key_matches(given, k))
     }
 }
 
