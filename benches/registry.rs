@@ -1,5 +1,6 @@
 //! Channel registry: subscribe, unsubscribe and iterating a channel's subscribers, at
-//! 10,000 connections spread over 1,000 channels (10 subscriptions each).
+//! 10,000 connections spread over 1,000 channels (10 subscriptions each); plus fan-out over a
+//! sparse channel whose one member has slab key 1,000,000 (a bitset would scan 15,625 words).
 //!
 //! `cargo bench --bench registry`
 
@@ -63,6 +64,26 @@ fn bench(c: &mut Criterion) {
             for j in 0..PER_CONN {
                 r.subscribe(&names[(j * 101) % CHANNELS], 0);
             }
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("registry_sparse_channel");
+    let mut sparse = Registry::new();
+    let (one, _) = sparse.subscribe("lonely", 1_000_000);
+    g.bench_function("iterate_1_subscriber_with_key_1m", |b| {
+        b.iter(|| {
+            black_box(
+                sparse
+                    .members(black_box(one))
+                    .map_or(0, |m| m.iter_ones().sum::<usize>()),
+            )
+        })
+    });
+    g.bench_function("subscribe_then_unsubscribe_key_1m", |b| {
+        b.iter(|| {
+            let (id, _) = sparse.subscribe("other", 1_000_001);
+            black_box(sparse.unsubscribe(id, 1_000_001))
         })
     });
     g.finish();

@@ -4,6 +4,11 @@
 //! return values, `len`, `lookup`, `name`, `members` (ascending, exact size), `subscriber_count`
 //! and `iter`. The model records the id each channel got when it was created; the id must stay
 //! the same while the channel lives and must not belong to another live channel.
+//!
+//! Keys range from small and colliding (channels go dense: a bitset) to wide and huge, up to
+//! `usize::MAX` (channels stay or go sparse: a sorted vector, plus keys above `u32::MAX` kept
+//! apart), so both forms of `Members` and the conversions between them are reached. Membership
+//! memory must stay O(members) whatever the keys: `Members::heap_bytes() <= 160 * len + 64`.
 
 #![no_main]
 
@@ -37,11 +42,14 @@ enum Op {
     },
 }
 
-/// Slab keys: mostly small and colliding, sometimes large (bitset growth and trimming).
+/// Slab keys: mostly small and colliding (dense channels), sometimes large (sparse channels,
+/// conversions), sometimes anything at all (beyond `u32::MAX`, a bitset would be unaffordable).
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Key {
     Small(u8),
     Large(u16),
+    Wide(u32),
+    Huge(u64),
 }
 
 impl Key {
@@ -49,6 +57,8 @@ impl Key {
         match self {
             Key::Small(k) => usize::from(k % 70),
             Key::Large(k) => usize::from(k) * 17,
+            Key::Wide(k) => k as usize,
+            Key::Huge(k) => usize::try_from(k).unwrap_or(usize::MAX),
         }
     }
 }
@@ -99,9 +109,18 @@ fn check(reg: &Registry, model: &Model, step: usize) {
                 assert!(it.eq(set.iter().copied()), "step {step}: members of {n}");
                 assert_eq!(members.len(), set.len());
                 assert_eq!(reg.subscriber_count(*id), set.len());
-                for k in [0, 1, 63, 64, 65, 69, 128] {
+                for k in [0, 1, 63, 64, 65, 69, 128, u32::MAX as usize, usize::MAX] {
                     assert_eq!(members.contains(k), set.contains(&k));
                 }
+                for &k in set {
+                    assert!(members.contains(k), "step {step}: {k} in {n}");
+                }
+                assert!(
+                    members.heap_bytes() <= 160 * set.len() + 64,
+                    "step {step}: {} heap bytes for {} members of {n}",
+                    members.heap_bytes(),
+                    set.len()
+                );
             }
         }
     }

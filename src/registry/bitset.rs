@@ -8,7 +8,7 @@
 //! - `ones` always equals the number of set bits, so `len` is O(1).
 
 /// Bits per storage word.
-const WORD_BITS: usize = u64::BITS as usize;
+pub(super) const WORD_BITS: usize = u64::BITS as usize;
 
 /// Growable bitset over slab keys (usize). Words are u64.
 #[derive(Debug, Default, Clone)]
@@ -23,7 +23,28 @@ impl BitSet {
         Self::default()
     }
 
+    /// Creates an empty set with room for `words` words (bits `0..64 * words`).
+    pub fn with_word_capacity(words: usize) -> Self {
+        BitSet {
+            words: Vec::with_capacity(words),
+            ones: 0,
+        }
+    }
+
+    /// Length of the word storage: `max(set bit) / 64 + 1`, or 0 when empty.
+    pub fn word_len(&self) -> usize {
+        self.words.len()
+    }
+
+    /// Heap bytes held (allocated capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.words.capacity() * std::mem::size_of::<u64>()
+    }
+
     /// Sets bit `i`, growing storage as needed; returns true if it was not set before.
+    ///
+    /// Storage grows to `i / 64 + 1` words, so a huge `i` allocates accordingly (and panics on
+    /// capacity overflow near `usize::MAX`); [`Members`](super::Members) never does that.
     pub fn insert(&mut self, i: usize) -> bool {
         let (word, mask) = (i / WORD_BITS, 1u64 << (i % WORD_BITS));
         if word >= self.words.len() {

@@ -2,11 +2,16 @@
 //!
 //! Each shard owns one [`Registry`]. A channel exists here only while at least one local
 //! connection subscribes to it; it gets a dense [`ChannelId`] (a slab index) so fan-out can go
-//! from id to a [`BitSet`] of connection slab keys without hashing the name again.
+//! from id to the [`Members`] (connection slab keys) without hashing the name again.
+//!
+//! Membership memory follows the number of members, not the highest slab key: [`Members`] is a
+//! sorted vector of keys while sparse and a [`BitSet`] while dense (see `members.rs` for the
+//! thresholds and their hysteresis), so one connection with a high slab key in many channels
+//! costs a few bytes per channel, and fan-out over a sparse channel visits only its members.
 //!
 //! # Invariants
 //!
-//! - A slab key is valid only on its own shard; a freed key is cleared from every bitset before
+//! - A slab key is valid only on its own shard; a freed key is cleared from every channel before
 //!   reuse (remove_connection), so a reused key starts with no subscriptions.
 //! - `by_name` and `channels` always describe the same set of channels: `by_name[name] == id`
 //!   exactly when `channels[id]` exists with that name.
@@ -17,8 +22,10 @@
 //!   read as "no such channel".
 
 mod bitset;
+mod members;
 
 pub use bitset::{BitSet, IterOnes};
+pub use members::{Members, MembersIter};
 
 use slab::Slab;
 use std::collections::HashMap;
@@ -32,7 +39,7 @@ pub struct ChannelId(pub u32);
 #[derive(Debug)]
 struct ChannelEntry {
     name: Box<str>,
-    members: BitSet,
+    members: Members,
 }
 
 /// Channel membership of one shard: channel name <-> dense id, and each channel's members.
@@ -60,7 +67,7 @@ impl Registry {
         }
         let slot = self.channels.vacant_entry();
         let id = ChannelId(u32::try_from(slot.key()).expect("more than u32::MAX channels"));
-        let mut members = BitSet::new();
+        let mut members = Members::new();
         members.insert(key);
         slot.insert(ChannelEntry {
             name: name.into(),
@@ -98,13 +105,22 @@ impl Registry {
     }
 
     /// Slab keys subscribed to channel `id`, for fan-out; None if the id is not live.
-    pub fn members(&self, id: ChannelId) -> Option<&BitSet> {
+    pub fn members(&self, id: ChannelId) -> Option<&Members> {
         self.channels.get(id.0 as usize).map(|e| &e.members)
     }
 
     /// Number of local subscribers of channel `id`; 0 if the id is not live.
     pub fn subscriber_count(&self, id: ChannelId) -> usize {
-        self.members(id).map_or(0, BitSet::len)
+        self.members(id).map_or(0, Members::len)
+    }
+
+    /// Approximate heap bytes of channel membership (the [`Members`] of every channel; names,
+    /// the name index and the channel slab are not counted).
+    pub fn heap_bytes(&self) -> usize {
+        self.channels
+            .iter()
+            .map(|(_, e)| e.members.heap_bytes())
+            .sum()
     }
 
     /// Number of channels with at least one subscriber.
@@ -237,20 +253,72 @@ mod tests {
         assert_eq!(all, vec![("b", 1)]);
     }
 
+    #[test]
+    fn high_slab_key_in_many_channels_is_cheap() {
+        let mut reg = Registry::new();
+        let ids: Vec<ChannelId> = (0..256)
+            .map(|i| reg.subscribe(&format!("fresh-{i}"), 1_000_000).0)
+            .collect();
+        assert!(
+            reg.heap_bytes() < 64 * 1024,
+            "{} bytes of member storage",
+            reg.heap_bytes()
+        );
+        for &id in &ids {
+            assert_eq!(members_of(&reg, id), vec![1_000_000]);
+            assert!(!reg.members(id).unwrap().is_dense());
+        }
+        reg.remove_connection(1_000_000, &ids);
+        assert!(reg.is_empty());
+        assert_eq!(reg.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn dense_channel_is_a_bitset() {
+        let mut reg = Registry::new();
+        let mut id = None;
+        for key in 0..10_000 {
+            id = Some(reg.subscribe("busy", key).0);
+        }
+        let members = reg.members(id.unwrap()).unwrap();
+        assert!(members.is_dense());
+        assert_eq!(members.len(), 10_000);
+        assert!(members.iter_ones().eq(0..10_000));
+        // 157 words; growth by doubling leaves at most twice that.
+        assert!(reg.heap_bytes() <= 2 * 8 * (10_000 / 64 + 1));
+    }
+
     /// Random subscribe / unsubscribe / remove_connection against a name -> keys model. Each
-    /// connection keeps its own channel-id list, the way a real connection would.
+    /// connection keeps its own channel-id list, the way a real connection would. Slab keys are
+    /// mostly small and packed (channels go dense) with some far apart, up to and beyond
+    /// `u32::MAX` (channels holding them stay or go sparse), so both forms of [`Members`] occur.
     #[test]
     fn matches_model() {
         const NAMES: usize = 24;
-        const KEYS: usize = 64;
+        const KEYS: usize = 96;
         let names: Vec<String> = (0..NAMES).map(|i| format!("chan-{i}")).collect();
+        let slab_key = |i: usize| -> usize {
+            match i {
+                0..=63 => i,
+                64..=93 => (i - 63) * (i - 63) * 40_009,
+                94 => u32::MAX as usize,
+                _ => usize::MAX,
+            }
+        };
         let mut rng = Lcg(42);
         let mut reg = Registry::new();
         let mut model: HashMap<String, BTreeSet<usize>> = HashMap::new();
         let mut conn_lists: Vec<Vec<ChannelId>> = vec![Vec::new(); KEYS];
+        let (mut saw_dense, mut saw_sparse) = (0, 0);
 
         for step in 0..20_000 {
-            let key = rng.index(KEYS);
+            // Phases favour the packed keys, then the wide ones, so channels change form.
+            let idx = if (step / 2_000) % 2 == 0 {
+                rng.index(KEYS)
+            } else {
+                64 + rng.index(KEYS - 64)
+            };
+            let key = slab_key(idx);
             match rng.index(100) {
                 0..=49 => {
                     let name = &names[rng.index(NAMES)];
@@ -258,19 +326,19 @@ mod tests {
                     let model_added = model.entry(name.clone()).or_default().insert(key);
                     assert_eq!(added, model_added, "subscribe at step {step}");
                     if added {
-                        conn_lists[key].push(id);
+                        conn_lists[idx].push(id);
                     } else {
-                        assert!(conn_lists[key].contains(&id));
+                        assert!(conn_lists[idx].contains(&id));
                     }
                     assert_eq!(reg.lookup(name), Some(id));
                     assert_eq!(reg.name(id), Some(name.as_str()));
                 }
                 50..=79 => {
-                    if conn_lists[key].is_empty() {
+                    if conn_lists[idx].is_empty() {
                         continue;
                     }
-                    let pos = rng.index(conn_lists[key].len());
-                    let id = conn_lists[key].swap_remove(pos);
+                    let pos = rng.index(conn_lists[idx].len());
+                    let id = conn_lists[idx].swap_remove(pos);
                     let name = reg
                         .name(id)
                         .expect("connection's channel is live")
@@ -294,7 +362,7 @@ mod tests {
                     }
                 }
                 _ => {
-                    let list = std::mem::take(&mut conn_lists[key]);
+                    let list = std::mem::take(&mut conn_lists[idx]);
                     reg.remove_connection(key, &list);
                     model.retain(|_, set| {
                         set.remove(&key);
@@ -309,18 +377,29 @@ mod tests {
                     let id = reg.lookup(name).expect("model channel is live");
                     assert!(members_of(&reg, id).into_iter().eq(set.iter().copied()));
                     assert_eq!(reg.subscriber_count(id), set.len());
+                    let members = reg.members(id).unwrap();
+                    assert!(members.heap_bytes() <= 160 * set.len() + 64);
+                    if members.is_dense() {
+                        saw_dense += 1;
+                    } else {
+                        saw_sparse += 1;
+                    }
                 }
                 let got: BTreeMap<&str, usize> = reg.iter().collect();
                 let want: BTreeMap<&str, usize> =
                     model.iter().map(|(n, s)| (n.as_str(), s.len())).collect();
                 assert_eq!(got, want);
-                for (key, list) in conn_lists.iter().enumerate() {
+                for (idx, list) in conn_lists.iter().enumerate() {
                     for (name, set) in &model {
                         let id = reg.lookup(name).unwrap();
-                        assert_eq!(set.contains(&key), list.contains(&id));
+                        assert_eq!(set.contains(&slab_key(idx)), list.contains(&id));
                     }
                 }
             }
         }
+        assert!(
+            saw_dense > 0 && saw_sparse > 0,
+            "both forms exercised: {saw_dense} dense, {saw_sparse} sparse"
+        );
     }
 }
