@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::config::ServeConfig;
@@ -33,7 +32,7 @@ pub fn start(config: ServeConfig, api_keys: Vec<String>) -> std::io::Result<Serv
         conn_limiter: config
             .conn_rate
             .0
-            .map(|r| Mutex::new(ConnRateLimiter::new(r))),
+            .map(ConnRateLimiter::new),
         admission: (0..n)
             .map(|_| Admission::new(config.publish_queue))
             .collect(),

@@ -99,7 +99,7 @@ pub fn upgrade(
         );
     }
     if let Some(limiter) = &shared.conn_limiter {
-        if let Err(wait) = limiter.lock().check(peer.ip(), Instant::now()) {
+        if let Err(wait) = limiter.check(peer.ip(), Instant::now()) {
             shared.metrics.shard(shard_id).rate_limited_upgrades.inc();
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             return refuse(

@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::mesh::{Admission, Inbox};
@@ -24,7 +23,7 @@ pub struct Shared {
     /// Channel messages in flight per owner shard (`--publish-queue`).
     pub admission: Vec<Arc<Admission>>,
     /// Connect path only: one lock per upgrade request.
-    pub conn_limiter: Option<Mutex<ConnRateLimiter>>,
+    pub conn_limiter: Option<ConnRateLimiter>,
     /// Distinct users with a connection, for `/api/stats`; written on connect and disconnect.
     pub users: UserIndex,
     pub shutdown: Shutdown,
