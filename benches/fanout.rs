@@ -11,11 +11,28 @@
 //! server's CPU time is read from `/proc/PID/stat`. All clients live in this process, so one clock
 //! (`SystemTime`, the same kernel clock in every process) stamps sends and receipts.
 //!
-//! `cargo bench --bench fanout` runs every scenario and appends the table to BENCHMARKS.md.
-//! Environment: `FANOUT_SCENARIOS=1k-200,10k-burst` (names below), `FANOUT_SECONDS=5`,
-//! `FANOUT_SMOKE=1` (tiny sizes, for CI), `FANOUT_SERVERS=huddle,baseline,raw`,
-//! `FANOUT_NO_WRITE=1` (print only), `FANOUT_SUBSCRIBERS` / `FANOUT_MESSAGES` (override sizes),
-//! `FANOUT_HUDDLE_PREFIX` (run huddle under a tool such as valgrind).
+//! Two more scenarios run against huddle only:
+//!
+//! - **flood**: one WebSocket publisher pipelining publishes as fast as it can for
+//!   `FANOUT_FLOOD_SECS` (10) against `FANOUT_FLOOD_SUBSCRIBERS` (2,000) subscribers that read as
+//!   fast as they can, 2 shards. Samples the server's VmRSS every 100 ms and `/healthz` latency;
+//!   checks that every subscriber that kept up got offsets 1..=N (N: the highest offset in the
+//!   publisher's replies) with no gap, duplicate or reordering. Bounds (issue text): RSS within
+//!   64 MiB of the pre-flood level during the flood, within 8 MiB 3 s after it.
+//! - **stalled**: the 1k×200/s fan-out run twice, once with every subscriber reading and once
+//!   with 10% of them connected with a 4 KiB `SO_RCVBUF` and never reading; compares the fast
+//!   readers' p99 and the server CPU per delivery (targets: within 1.2× and 1.1×).
+//!
+//! `cargo bench --bench fanout` runs every scenario and appends the tables to BENCHMARKS.md.
+//! Environment: `FANOUT_SCENARIOS=1k-200,10k-burst,flood,stalled` (names below; `FANOUT_SCENARIO`
+//! is accepted too), `FANOUT_SECONDS=5`, `FANOUT_SMOKE=1` (tiny sizes, for CI),
+//! `FANOUT_SERVERS=huddle,baseline,raw`, `FANOUT_NO_WRITE=1` (print only), `FANOUT_SUBSCRIBERS` /
+//! `FANOUT_MESSAGES` (override sizes), `FANOUT_FLOOD_SECS` / `FANOUT_FLOOD_SUBSCRIBERS` (flood
+//! sizes), `FANOUT_FLOOD_RSS_CAP_MIB` (4096; smoke 256: a safety stop, the publisher stops
+//! early once the server's RSS passes it), `FANOUT_RSS_REPORT_ONLY=1` (a full run does not fail
+//! on the flood's RSS bounds; smoke runs never do), `HUDDLE_BIN` (a prebuilt server binary
+//! instead of building target/release/huddle), `FANOUT_HUDDLE_PREFIX` (run huddle under a tool
+//! such as valgrind). Any run fails on lost, duplicated or reordered deliveries.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -63,6 +80,11 @@ struct Scenario {
     payload: usize,
     /// Memory only: connect, measure, disconnect.
     idle_only: bool,
+    /// The last `stalled` subscribers connect with a 4 KiB receive buffer and never read; they
+    /// get no reader task and are not counted in deliveries or latency (huddle only).
+    stalled: usize,
+    /// Extra `huddle serve` flags.
+    huddle_args: Vec<String>,
 }
 
 fn scenarios(seconds: u64, smoke: bool) -> Vec<Scenario> {
@@ -78,6 +100,8 @@ fn scenarios(seconds: u64, smoke: bool) -> Vec<Scenario> {
         messages: msgs.unwrap_or(rate * secs),
         payload: 100,
         idle_only: idle,
+        stalled: 0,
+        huddle_args: Vec::new(),
     };
     let mut all = vec![
         s("1k-200", 1000, 1, false, 200, None, false),
@@ -201,11 +225,18 @@ fn ready_addr<R: Read + Send + 'static>(r: R) -> SocketAddr {
     addr
 }
 
+/// The server binary: `HUDDLE_BIN`, or this checkout's release build.
+fn huddle_bin() -> std::path::PathBuf {
+    std::env::var_os("HUDDLE_BIN").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/huddle"),
+        std::path::PathBuf::from,
+    )
+}
+
 fn start_server(kind: Kind, sc: &Scenario) -> ServerProc {
     match kind {
         Kind::Huddle => {
-            let bin =
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/huddle");
+            let bin = huddle_bin();
             // FANOUT_HUDDLE_PREFIX runs the server under a tool, e.g.
             // "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out".
             let prefix = std::env::var("FANOUT_HUDDLE_PREFIX").unwrap_or_default();
@@ -222,6 +253,7 @@ fn start_server(kind: Kind, sc: &Scenario) -> ServerProc {
                     "--conn-rate",
                     "off",
                 ])
+                .args(&sc.huddle_args)
                 .env("RUST_LOG", "warn,huddle=info")
                 .stderr(Stdio::piped())
                 .stdout(Stdio::null())
@@ -287,7 +319,29 @@ fn vm_rss_kib(pid: u32) -> u64 {
 /// Opens a WebSocket with a hand-written upgrade; returns the stream and any bytes read past
 /// the 101 head. The same code talks to every server.
 async fn ws_connect(addr: SocketAddr, path: &str) -> (TcpStream, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
+    ws_connect_rcvbuf(addr, path, None).await
+}
+
+/// [`ws_connect`], with `SO_RCVBUF` set before the connect when `rcvbuf` is given (so the
+/// window the kernel advertises stays that small).
+async fn ws_connect_rcvbuf(
+    addr: SocketAddr,
+    path: &str,
+    rcvbuf: Option<u32>,
+) -> (TcpStream, Vec<u8>) {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .expect("socket");
+    if let Some(n) = rcvbuf {
+        sock.set_recv_buffer_size(n).expect("SO_RCVBUF");
+    }
+    let mut s = tokio::time::timeout(Duration::from_secs(10), sock.connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
     let _ = s.set_nodelay(true);
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -297,7 +351,10 @@ async fn ws_connect(addr: SocketAddr, path: &str) -> (TcpStream, Vec<u8>) {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     loop {
-        let n = s.read(&mut chunk).await.expect("read upgrade");
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("upgrade answer timed out")
+            .expect("read upgrade");
         assert!(n > 0, "closed during upgrade");
         buf.extend_from_slice(&chunk[..n]);
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -319,6 +376,25 @@ fn find_u64(hay: &[u8], key: &[u8]) -> Option<u64> {
         any = true;
     }
     any.then_some(v)
+}
+
+/// The first complete frame (unmasked, as servers send them) at the start of `buf`:
+/// (opcode, header length, payload length); `None` until all of it is there.
+fn frame_at(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, hdr) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b) as usize, 10)
+        }
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    (buf.len() >= hdr + len).then_some((buf[0] & 0x0f, hdr, len))
 }
 
 #[derive(Default)]
@@ -347,26 +423,9 @@ async fn subscriber(
     let mut chunk = vec![0u8; 2048];
     while r.received < expected {
         // Parse every complete frame in `buf`.
-        loop {
-            if buf.len() < 2 {
-                break;
-            }
-            let len7 = (buf[1] & 0x7f) as usize;
-            let (len, hdr) = match len7 {
-                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-                127 if buf.len() >= 10 => {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&buf[2..10]);
-                    (u64::from_be_bytes(b) as usize, 10)
-                }
-                126 | 127 => break,
-                n => (n, 2),
-            };
-            if buf.len() < hdr + len {
-                break;
-            }
+        while let Some((opcode, hdr, len)) = frame_at(&buf) {
             let payload = &buf[hdr..hdr + len];
-            if buf[0] & 0x0f == 0x1 {
+            if opcode == 0x1 {
                 if let (Some(seq), Some(ts)) = (
                     find_u64(payload, b"\"seq\":"),
                     find_u64(payload, b"\"ts\":"),
@@ -453,6 +512,7 @@ async fn publisher(mut s: TcpStream, p: usize, sc: Scenario, read_replies: bool)
     std::future::pending::<()>().await;
 }
 
+#[derive(Clone)]
 struct RunResult {
     deliveries: u64,
     seconds: f64,
@@ -462,6 +522,10 @@ struct RunResult {
     reordered: u64,
     cpu: f64,
     rss_per_conn: f64,
+    /// Stalled subscribers that turned out, once read after the run, to have been closed with
+    /// 4008; and those whose stream ended some other way (EOF, another close code).
+    stalled_4008: usize,
+    stalled_other_close: usize,
 }
 
 async fn run_one(kind: Kind, sc: &Scenario) -> RunResult {
@@ -477,10 +541,12 @@ async fn run_one(kind: Kind, sc: &Scenario) -> RunResult {
         _ => "/ws/games".to_owned(),
     };
     // Connect every subscriber (publishers that subscribe are the first `publishers`).
-    let conns: Vec<(TcpStream, Vec<u8>)> = futures_util::stream::iter(0..sc.subscribers)
+    let first_stalled = sc.subscribers.saturating_sub(sc.stalled);
+    let mut conns: Vec<(TcpStream, Vec<u8>)> = futures_util::stream::iter(0..sc.subscribers)
         .map(|i| {
             let p = path(sc.publishers_subscribe && i < sc.publishers, true);
-            async move { ws_connect(addr, &p).await }
+            let rcvbuf = (i >= first_stalled).then_some(STALLED_RCVBUF);
+            async move { ws_connect_rcvbuf(addr, &p, rcvbuf).await }
         })
         // `buffered`, not `buffer_unordered`: index i must stay connection i (publishers first).
         .buffered(128)
@@ -501,8 +567,12 @@ async fn run_one(kind: Kind, sc: &Scenario) -> RunResult {
             reordered: 0,
             cpu: 0.0,
             rss_per_conn,
+            stalled_4008: 0,
+            stalled_other_close: 0,
         };
     }
+    // Stalled subscribers: connected and subscribed, never read until the run is over.
+    let stalled: Vec<(TcpStream, Vec<u8>)> = conns.split_off(first_stalled);
     let expected = sc.messages * sc.publishers as u64;
     // Paced: the schedule plus slack. Burst: enough for the raw sender's one-write-per-frame
     // pace (~100k deliveries/s here) plus slack.
@@ -573,6 +643,16 @@ async fn run_one(kind: Kind, sc: &Scenario) -> RunResult {
     for p in pubs {
         p.abort();
     }
+    let (mut stalled_4008, mut stalled_other_close) = (0, 0);
+    let ends =
+        futures_util::future::join_all(stalled.into_iter().map(|(s, b)| drain_until_close(s, b)));
+    for end in ends.await {
+        match end {
+            StreamEnd::Close(4008) => stalled_4008 += 1,
+            StreamEnd::StillOpen => {}
+            _ => stalled_other_close += 1,
+        }
+    }
     RunResult {
         deliveries,
         seconds: (last.saturating_sub(start_ns)) as f64 / 1e9,
@@ -582,7 +662,828 @@ async fn run_one(kind: Kind, sc: &Scenario) -> RunResult {
         reordered,
         cpu,
         rss_per_conn,
+        stalled_4008,
+        stalled_other_close,
     }
+}
+
+/// Receive buffer of a stalled subscriber's socket (the kernel doubles it).
+const STALLED_RCVBUF: u32 = 4096;
+
+/// How a connection's stream ended, as far as the client saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamEnd {
+    /// A close frame with this code (1005 when it carried none).
+    Close(u16),
+    /// EOF or a read error without a close frame.
+    Eof,
+    /// Nothing more arrived for a while and the socket is still open.
+    StillOpen,
+}
+
+/// The close code of a close frame's payload (1005: none given).
+fn close_code(payload: &[u8]) -> u16 {
+    if payload.len() >= 2 {
+        u16::from_be_bytes([payload[0], payload[1]])
+    } else {
+        1005
+    }
+}
+
+/// Reads a (stalled) connection's backlog until a close frame, EOF, 1 s of silence or 15 s in
+/// all, whichever comes first.
+async fn drain_until_close(mut s: TcpStream, mut buf: Vec<u8>) -> StreamEnd {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut at = 0;
+    loop {
+        while let Some((opcode, hdr, len)) = frame_at(&buf[at..]) {
+            if opcode == 0x8 {
+                return StreamEnd::Close(close_code(&buf[at + hdr..at + hdr + len]));
+            }
+            at += hdr + len;
+        }
+        buf.drain(..at);
+        at = 0;
+        let wait = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+        match tokio::time::timeout_at(wait, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => return StreamEnd::Eof,
+            Err(_) => return StreamEnd::StillOpen,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- publish flood
+
+/// Sizes of the publish flood.
+#[derive(Clone, Debug)]
+struct FloodConfig {
+    subscribers: usize,
+    seconds: u64,
+    /// Safety stop, not a bound: the publisher stops early once the server's RSS passes this, so
+    /// a server that buffers without limit cannot take the (shared) machine's memory.
+    rss_cap_mib: u64,
+}
+
+/// Bounds from the issue: RSS over the pre-flood level, during the flood and 3 s after it.
+const FLOOD_RSS_DURING_MIB: f64 = 64.0;
+const FLOOD_RSS_AFTER_MIB: f64 = 8.0;
+/// RSS is sampled this long after the flood stops; the "after" figure is the last sample.
+const FLOOD_AFTER: Duration = Duration::from_secs(3);
+/// Readers and the publisher's reply reader give up this long after the flood stops.
+const FLOOD_DRAIN: Duration = Duration::from_secs(30);
+/// `/healthz` requests spread over the flood, and how long each may take.
+const FLOOD_HEALTHZ_GETS: u32 = 5;
+const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One flood subscriber's view of the channel.
+#[derive(Default)]
+struct FloodReader {
+    received: u64,
+    /// Highest offset seen.
+    last: u64,
+    /// Offsets skipped over (a gap before a later offset, or from 1 to the first one).
+    lost: u64,
+    /// Offsets at or below one already seen.
+    dup_or_reordered: u64,
+    end: Option<StreamEnd>,
+}
+
+/// Shared by the flood's readers.
+struct FloodSignals {
+    /// Readers that have their `connection_ack`.
+    ready: AtomicU64,
+    /// The highest offset the publisher was answered with, once all replies are in;
+    /// `u64::MAX` until then.
+    target: AtomicU64,
+    /// Give up now (the drain time is over).
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// Waits for `connection_ack` (then counts itself in `ready`), and reads channel messages as
+/// fast as it can until it has offset `target`, the server closes it, `stop` is set, or
+/// `deadline` (a backstop) passes.
+async fn flood_reader(
+    mut s: TcpStream,
+    mut buf: Vec<u8>,
+    sig: Arc<FloodSignals>,
+    deadline: tokio::time::Instant,
+) -> FloodReader {
+    let mut r = FloodReader::default();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut at = 0;
+    let mut acked = false;
+    loop {
+        while let Some((opcode, hdr, len)) = frame_at(&buf[at..]) {
+            let payload = &buf[at + hdr..at + hdr + len];
+            at += hdr + len;
+            match opcode {
+                0x8 => r.end = Some(StreamEnd::Close(close_code(payload))),
+                0x1 if !acked && payload.starts_with(b"{\"event_type\":\"connection_ack\"") => {
+                    acked = true;
+                    sig.ready.fetch_add(1, Ordering::Relaxed);
+                }
+                0x1 => {
+                    let Some(off) = find_u64(payload, b"\"offset\":") else {
+                        continue;
+                    };
+                    r.received += 1;
+                    if off > r.last {
+                        r.lost += off - r.last - 1;
+                        r.last = off;
+                    } else {
+                        r.dup_or_reordered += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        buf.drain(..at);
+        at = 0;
+        if r.end.is_some() || r.last >= sig.target.load(Ordering::Relaxed) {
+            return r;
+        }
+        // Short reads so that a target or stop set meanwhile is seen soon.
+        let wait = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+        match tokio::time::timeout_at(wait, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {
+                r.end = Some(StreamEnd::Eof);
+                return r;
+            }
+            Err(_)
+                if sig.stop.load(Ordering::Relaxed) || tokio::time::Instant::now() >= deadline =>
+            {
+                r.end = Some(StreamEnd::StillOpen);
+                return r;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// What the flooding publisher sent and was answered.
+#[derive(Default, Debug)]
+struct FloodPublisher {
+    sent: u64,
+    /// How long the writer wrote.
+    wrote_for: Duration,
+    /// `publish` replies, and the highest offset among them.
+    published: u64,
+    highest_offset: u64,
+    /// `error` replies with code `overloaded`.
+    overloaded: u64,
+    /// Any other reply, with the first one kept for the report.
+    other: u64,
+    first_other: Option<String>,
+    /// Why writing or reading stopped early, if it did.
+    problem: Option<String>,
+}
+
+impl FloodPublisher {
+    fn answered(&self) -> u64 {
+        self.published + self.overloaded + self.other
+    }
+}
+
+/// The publish frame of the flood: channel `games`, custom event `score`, a small payload.
+fn flood_frame(n: u64, out: &mut Vec<u8>) {
+    let json = format!(
+        "{{\"event_type\":\"publish\",\"message_id\":\"p{n}\",\"data\":{{\"channel\":\"games\",\"event_type\":\"score\",\"data\":{{\"home\":{},\"away\":{},\"n\":{n}}}}}}}",
+        n % 50,
+        n % 7
+    );
+    out.extend_from_slice(&codec::encode_masked_frame(
+        true,
+        OpCode::Text,
+        json.as_bytes(),
+        [1, 2, 3, 4],
+    ));
+}
+
+/// Pipelines publishes on `s` until `until` (a writer that never waits for replies, in batches
+/// of 64 frames, each batch written whole so no frame is cut), while a reader counts the replies;
+/// returns once every publish is answered or `FLOOD_DRAIN` after `until`.
+/// Stops early when `capped` is set.
+async fn flood_publisher(
+    s: TcpStream,
+    mut buf: Vec<u8>,
+    until: Instant,
+    capped: Arc<std::sync::atomic::AtomicBool>,
+) -> FloodPublisher {
+    let (mut rd, mut wr) = s.into_split();
+    let sent = Arc::new(AtomicU64::new(0));
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (sent, writing) = (sent.clone(), writing.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut batch = Vec::with_capacity(64 * 160);
+            let mut n = 0u64;
+            let mut problem = None;
+            while Instant::now() < until && !capped.load(Ordering::Relaxed) {
+                batch.clear();
+                for _ in 0..64 {
+                    n += 1;
+                    flood_frame(n, &mut batch);
+                }
+                match tokio::time::timeout(FLOOD_DRAIN, wr.write_all(&batch)).await {
+                    Ok(Ok(())) => sent.store(n, Ordering::Relaxed),
+                    Ok(Err(e)) => {
+                        problem = Some(format!("publisher write failed: {e}"));
+                        break;
+                    }
+                    Err(_) => {
+                        problem = Some(format!(
+                            "publisher write blocked for {} s",
+                            FLOOD_DRAIN.as_secs()
+                        ));
+                        break;
+                    }
+                }
+            }
+            writing.store(false, Ordering::Release);
+            // `wr` stays open until here; the reader keeps its half.
+            (wr, problem, started.elapsed())
+        })
+    };
+    let mut r = FloodPublisher::default();
+    let deadline = tokio::time::Instant::from_std(until + FLOOD_DRAIN);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    'read: loop {
+        while let Some((opcode, hdr, len)) = frame_at(&buf[at..]) {
+            let payload = &buf[at + hdr..at + hdr + len];
+            at += hdr + len;
+            if opcode == 0x8 {
+                r.problem = Some(format!(
+                    "publisher closed by the server with {}",
+                    close_code(payload)
+                ));
+                break 'read;
+            }
+            if opcode != 0x1 || payload.starts_with(b"{\"event_type\":\"connection_ack\"") {
+                continue;
+            }
+            if payload.starts_with(b"{\"event_type\":\"publish\"") {
+                r.published += 1;
+                let off = find_u64(payload, b"\"offset\":").unwrap_or(0);
+                r.highest_offset = r.highest_offset.max(off);
+            } else if payload.starts_with(b"{\"event_type\":\"error\"")
+                && payload.windows(22).any(|w| w == b"\"code\":\"overloaded\"")
+            {
+                r.overloaded += 1;
+            } else {
+                r.other += 1;
+                if r.first_other.is_none() {
+                    r.first_other = Some(String::from_utf8_lossy(payload).into_owned());
+                }
+            }
+        }
+        buf.drain(..at);
+        at = 0;
+        if !writing.load(Ordering::Acquire) && r.answered() >= sent.load(Ordering::Relaxed) {
+            break;
+        }
+        let wait = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+        match tokio::time::timeout_at(wait, rd.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {
+                r.problem = Some("publisher connection ended (EOF)".into());
+                break;
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                r.problem = Some(format!(
+                    "publish replies still missing {} s after the flood",
+                    FLOOD_DRAIN.as_secs()
+                ));
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    writing.store(false, Ordering::Release);
+    match tokio::time::timeout(FLOOD_DRAIN, writer).await {
+        Ok(Ok((_wr, problem, wrote_for))) => {
+            r.wrote_for = wrote_for;
+            if let Some(p) = problem {
+                r.problem.get_or_insert(p);
+            }
+        }
+        Ok(Err(e)) => {
+            r.problem
+                .get_or_insert(format!("publisher writer task failed: {e}"));
+        }
+        Err(_) => {
+            r.problem
+                .get_or_insert("publisher writer did not stop".into());
+        }
+    }
+    r.sent = sent.load(Ordering::Relaxed);
+    r
+}
+
+/// One `GET /healthz` on a fresh connection; the time to the whole answer, or why it failed.
+fn healthz_once(addr: SocketAddr) -> Result<Duration, String> {
+    let t = Instant::now();
+    let io = |what: &str, e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("no {what} within {} s", HEALTHZ_TIMEOUT.as_secs())
+        }
+        _ => format!("{what}: {e}"),
+    };
+    let mut s = StdStream::connect_timeout(&addr, HEALTHZ_TIMEOUT).map_err(|e| io("connect", e))?;
+    let _ = s.set_read_timeout(Some(HEALTHZ_TIMEOUT));
+    let _ = s.set_write_timeout(Some(HEALTHZ_TIMEOUT));
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .map_err(|e| io("write", e))?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).map_err(|e| io("answer", e))?;
+    if answer.starts_with(b"HTTP/1.1 200") {
+        Ok(t.elapsed())
+    } else {
+        Err(format!(
+            "answer {:?}",
+            String::from_utf8_lossy(&answer[..answer.len().min(40)])
+        ))
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v >= 1000.0 {
+        format!("{:.2} s", v / 1000.0)
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+/// What a flood run found, and whether it failed.
+struct FloodOutcome {
+    report: String,
+    /// Lost, duplicated or reordered deliveries to readers that kept up, and other breaches
+    /// of §6/§7 that make the run fail.
+    failures: u64,
+    rss_pass: bool,
+}
+
+/// Starts huddle (2 shards), connects the subscribers to `/ws/games` and the publisher to
+/// `/ws?api_key=…`, floods for `cfg.seconds`, and reports RSS over time, `/healthz` latency and
+/// delivery.
+async fn run_flood(cfg: &FloodConfig) -> FloodOutcome {
+    let sc = Scenario {
+        name: "flood",
+        label: String::new(),
+        subscribers: cfg.subscribers,
+        publishers: 1,
+        publishers_subscribe: false,
+        rate: 0,
+        messages: 0,
+        payload: 0,
+        idle_only: false,
+        stalled: 0,
+        huddle_args: vec!["--shards".into(), "2".into()],
+    };
+    let server = start_server(Kind::Huddle, &sc);
+    let (addr, pid) = (server.addr, server.pid());
+    let conns: Vec<(TcpStream, Vec<u8>)> = futures_util::stream::iter(0..cfg.subscribers)
+        .map(|_| ws_connect(addr, "/ws/games"))
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    let sig = Arc::new(FloodSignals {
+        ready: AtomicU64::new(0),
+        target: AtomicU64::new(u64::MAX),
+        stop: std::sync::atomic::AtomicBool::new(false),
+    });
+    let flood_secs = Duration::from_secs(cfg.seconds);
+    // A backstop only: readers are stopped through `sig.stop` once the drain time is over.
+    let backstop = tokio::time::Instant::now() + Duration::from_secs(60) + flood_secs + FLOOD_DRAIN;
+    let readers: Vec<_> = conns
+        .into_iter()
+        .map(|(s, b)| tokio::spawn(flood_reader(s, b, sig.clone(), backstop)))
+        .collect();
+    // Every subscriber has its `connection_ack`, so it is subscribed before offset 1 exists.
+    let wait_until = Instant::now() + Duration::from_secs(10);
+    while sig.ready.load(Ordering::Relaxed) < cfg.subscribers as u64 && Instant::now() < wait_until
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let acked = sig.ready.load(Ordering::Relaxed);
+    let (pub_stream, pub_buf) = ws_connect(addr, &format!("/ws?api_key={API_KEY}")).await;
+    let healthz_idle = healthz_once(addr);
+
+    // RSS sampler and /healthz prober: threads of their own, so the readers' load on this
+    // process's runtime does not delay them. Samples from 1 s before the flood to 3 s after.
+    let t0 = Instant::now() + Duration::from_secs(1);
+    let flood_end = t0 + flood_secs;
+    let capped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cap_kib = cfg.rss_cap_mib * 1024;
+    let cap_flag = capped.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        let mut capped_at = None;
+        let mut at = t0 - Duration::from_secs(1);
+        let stop = flood_end + FLOOD_AFTER;
+        while at <= stop {
+            if let Some(w) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(w);
+            }
+            let now = Instant::now();
+            // Seconds from t0, negative before it.
+            let t = now.saturating_duration_since(t0).as_secs_f64()
+                - t0.saturating_duration_since(now).as_secs_f64();
+            let rss = vm_rss_kib(pid);
+            if rss > cap_kib && capped_at.is_none() {
+                cap_flag.store(true, Ordering::Relaxed);
+                capped_at = Some(t);
+            }
+            samples.push((t, rss));
+            at += Duration::from_millis(100);
+        }
+        (samples, capped_at)
+    });
+    // One thread per GET, each started at its time, so a slow answer does not delay the next.
+    let every = flood_secs / FLOOD_HEALTHZ_GETS;
+    let probers: Vec<_> = (0..FLOOD_HEALTHZ_GETS)
+        .map(|i| {
+            let due = t0 + every * i + every / 2;
+            std::thread::spawn(move || {
+                if let Some(w) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(w);
+                }
+                let at = Instant::now().saturating_duration_since(t0);
+                (at, healthz_once(addr))
+            })
+        })
+        .collect();
+    if let Some(w) = t0.checked_duration_since(Instant::now()) {
+        tokio::time::sleep(w).await;
+    }
+    let cpu_before = cpu_seconds(pid);
+    let publisher = flood_publisher(pub_stream, pub_buf, flood_end, capped).await;
+    let replies_done = Instant::now();
+    sig.target
+        .store(publisher.highest_offset, Ordering::Relaxed);
+    let drain_until = flood_end + FLOOD_DRAIN;
+    while !readers.iter().all(|t| t.is_finished()) && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sig.stop.store(true, Ordering::Relaxed);
+    let mut rs = Vec::with_capacity(readers.len());
+    for t in readers {
+        // Each reader sees `stop` within 200 ms; the timeout only guards against a bug here.
+        match tokio::time::timeout(Duration::from_secs(5), t).await {
+            Ok(Ok(r)) => rs.push(r),
+            _ => rs.push(FloodReader {
+                end: Some(StreamEnd::StillOpen),
+                ..FloodReader::default()
+            }),
+        }
+    }
+    let drained = Instant::now();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    // Joining blocks this thread for at most the rest of the sampling window.
+    let (samples, capped_at) = sampler.join().unwrap_or_default();
+    let probes: Vec<(Duration, Result<Duration, String>)> = probers
+        .into_iter()
+        .map(|p| {
+            p.join()
+                .unwrap_or((Duration::ZERO, Err("prober thread panicked".into())))
+        })
+        .collect();
+    drop(server);
+
+    // ---- delivery
+    let n = publisher.highest_offset;
+    let (mut kept_up, mut slow, mut other_close, mut behind) = (0usize, 0usize, 0usize, 0usize);
+    let mut behind_at = u64::MAX;
+    let (mut lost, mut disorder, mut slow_lost, mut slow_disorder) = (0u64, 0u64, 0u64, 0u64);
+    let mut deliveries = 0u64;
+    let mut other_ends: Vec<String> = Vec::new();
+    let mut beyond = 0usize;
+    for r in &rs {
+        deliveries += r.received;
+        if r.last > n {
+            beyond += 1;
+        }
+        match r.end {
+            Some(StreamEnd::Close(4008)) => {
+                slow += 1;
+                slow_lost += r.lost;
+                slow_disorder += r.dup_or_reordered;
+            }
+            Some(StreamEnd::Close(code)) => {
+                other_close += 1;
+                lost += r.lost + n.saturating_sub(r.last);
+                disorder += r.dup_or_reordered;
+                other_ends.push(format!("close {code}"));
+            }
+            Some(StreamEnd::Eof) => {
+                other_close += 1;
+                lost += r.lost + n.saturating_sub(r.last);
+                disorder += r.dup_or_reordered;
+                other_ends.push("EOF".into());
+            }
+            // Returned on reaching `n`, or still open at the deadline without it: then it is
+            // behind (the server still had its backlog), which is not proof of loss.
+            _ => {
+                lost += r.lost;
+                disorder += r.dup_or_reordered;
+                if r.last < n {
+                    behind += 1;
+                    behind_at = behind_at.min(r.last);
+                } else if r.lost == 0 && r.dup_or_reordered == 0 {
+                    kept_up += 1;
+                }
+            }
+        }
+    }
+    other_ends.sort();
+    other_ends.dedup();
+    let mut failures = lost + disorder + other_close as u64 + beyond as u64;
+    let mut out = String::new();
+    let w = |out: &mut String, s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    w(
+        &mut out,
+        format!(
+            "### Publish flood — {} subscribers on `games` (`/ws/games`), one WebSocket publisher pipelining for {} s, 2 shards\n",
+            cfg.subscribers, cfg.seconds
+        ),
+    );
+    if acked < cfg.subscribers as u64 {
+        w(
+            &mut out,
+            format!("- **Only {acked} of {} subscribers had their `connection_ack` within 10 s** when the flood started.", cfg.subscribers),
+        );
+    }
+    w(
+        &mut out,
+        format!(
+            "- Publisher: sent {} publishes ({:.0}/s); replies: {} `publish` (highest offset {}), {} `overloaded`, {} other, {} unanswered; all answered {:.1} s after the flood stopped.",
+            publisher.sent,
+            publisher.sent as f64 / publisher.wrote_for.as_secs_f64().max(1e-3),
+            publisher.published,
+            publisher.highest_offset,
+            publisher.overloaded,
+            publisher.other,
+            publisher.sent.saturating_sub(publisher.answered()),
+            replies_done.saturating_duration_since(flood_end).as_secs_f64(),
+        ),
+    );
+    if let Some(t) = capped_at {
+        w(
+            &mut out,
+            format!(
+                "  **The publisher was stopped early, at t = {t:.1} s: server RSS passed the safety cap of {} MiB** (`FANOUT_FLOOD_RSS_CAP_MIB`).",
+                cfg.rss_cap_mib
+            ),
+        );
+    }
+    if let Some(o) = &publisher.first_other {
+        w(&mut out, format!("  First other reply: `{o}`"));
+    }
+    if let Some(p) = &publisher.problem {
+        failures += 1;
+        w(&mut out, format!("  **Problem:** {p}."));
+    }
+    if publisher.published != publisher.highest_offset {
+        failures += 1;
+        w(
+            &mut out,
+            format!(
+                "  **{} publishes answered as published, but the highest offset is {}** (one publisher on a fresh channel: they should match).",
+                publisher.published, publisher.highest_offset
+            ),
+        );
+    }
+    w(
+        &mut out,
+        format!(
+            "- Subscribers: {} kept up (offsets 1..={n}, no gap, duplicate or reordering); {slow} closed with 4008 slow consumer (did not keep up); {other_close} ended otherwise{}; {behind} still open but behind {} s after the flood{}.",
+            kept_up,
+            if other_ends.is_empty() { String::new() } else { format!(" ({})", other_ends.join(", ")) },
+            FLOOD_DRAIN.as_secs(),
+            if behind > 0 { format!(" (the furthest behind at offset {behind_at} of {n})") } else { String::new() },
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "- Delivery faults among readers that did not get 4008: {lost} lost, {disorder} duplicated or reordered{}. Among the 4008 readers, before their close: {slow_lost} lost, {slow_disorder} duplicated or reordered.",
+            if beyond > 0 { format!(", {beyond} readers saw offsets above the publisher's highest") } else { String::new() }
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "- Deliveries: {deliveries} in {:.1} s from the flood's start to the last reader done; server CPU {:.1} s ({:.2} µs per delivery).",
+            drained.saturating_duration_since(t0).as_secs_f64(),
+            cpu,
+            cpu * 1e6 / deliveries.max(1) as f64
+        ),
+    );
+    let probe_text: Vec<String> = probes
+        .iter()
+        .map(|(at, p)| match p {
+            Ok(d) => format!("{} (t = {:.1} s)", ms(*d), at.as_secs_f64()),
+            Err(e) => format!("failed: {e} (t = {:.1} s)", at.as_secs_f64()),
+        })
+        .collect();
+    // A GET that got no answer counts as at least the timeout.
+    let unanswered = probes
+        .iter()
+        .filter(|(_, p)| p.as_ref().is_err_and(|e| e.starts_with("no ")))
+        .count();
+    let probe_max = if unanswered > 0 {
+        format!("> {} ({unanswered} unanswered)", ms(HEALTHZ_TIMEOUT))
+    } else {
+        probes
+            .iter()
+            .filter_map(|(_, p)| p.as_ref().ok())
+            .max()
+            .map_or("–".into(), |d| ms(*d))
+    };
+    w(
+        &mut out,
+        format!(
+            "- `/healthz` before the flood: {}; during it ({} GETs): {}; max {}.",
+            healthz_idle
+                .as_ref()
+                .map_or_else(|e| format!("failed ({e})"), |d| ms(*d)),
+            probes.len(),
+            probe_text.join(", "),
+            probe_max,
+        ),
+    );
+
+    // ---- RSS
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let pre: Vec<u64> = samples.iter().filter(|s| s.0 < 0.0).map(|s| s.1).collect();
+    let pre = pre.iter().sum::<u64>() / pre.len().max(1) as u64;
+    let during = samples
+        .iter()
+        .filter(|s| s.0 >= 0.0 && s.0 <= cfg.seconds as f64)
+        .map(|s| s.1)
+        .max()
+        .unwrap_or(0);
+    let after = samples.last().map_or(0, |s| s.1);
+    let d_during = mib(during) - mib(pre);
+    let d_after = mib(after) - mib(pre);
+    let pass_during = d_during <= FLOOD_RSS_DURING_MIB;
+    let pass_after = d_after <= FLOOD_RSS_AFTER_MIB;
+    let verdict = |p: bool| if p { "PASS" } else { "FAIL" };
+    w(&mut out, String::new());
+    w(
+        &mut out,
+        "| server VmRSS | MiB | over pre-flood | bound | result |\n|---|---:|---:|---:|---|".into(),
+    );
+    w(
+        &mut out,
+        format!("| pre-flood (mean of 1 s) | {:.1} | | | |", mib(pre)),
+    );
+    w(
+        &mut out,
+        format!(
+            "| max during the flood | {:.1} | {d_during:+.1} | ≤ {FLOOD_RSS_DURING_MIB} | {} |",
+            mib(during),
+            verdict(pass_during)
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "| {} s after the flood | {:.1} | {d_after:+.1} | ≤ {FLOOD_RSS_AFTER_MIB} | {} |",
+            FLOOD_AFTER.as_secs(),
+            mib(after),
+            verdict(pass_after)
+        ),
+    );
+    w(&mut out, String::new());
+    w(
+        &mut out,
+        format!("RSS over time (MiB, every 100 ms; t = 0 at the flood's start, it stops at {} s):\n\n```", cfg.seconds),
+    );
+    for row in samples.chunks(10) {
+        let line: Vec<String> = row.iter().map(|s| format!("{:6.1}", mib(s.1))).collect();
+        w(&mut out, format!("t={:+5.1}s {}", row[0].0, line.join("")));
+    }
+    w(&mut out, "```".into());
+    FloodOutcome {
+        report: out,
+        failures,
+        rss_pass: pass_during && pass_after,
+    }
+}
+
+// ---------------------------------------------------------------- stalled readers
+
+/// The `1k-200` scenario twice: every subscriber reading, then 10% stalled. When the stalled
+/// connections' backlog over the run could come near the default `--send-queue-bytes` (1 MiB),
+/// both runs get a larger limit, so the stalled sockets stay open (not yet closed) throughout;
+/// the note says which.
+fn stalled_pair(base: &Scenario) -> (Scenario, Scenario, String) {
+    const DEFAULT_LIMIT: u64 = 1 << 20;
+    // A delivered frame is the payload plus ~150 bytes of envelope; 200 to be safe.
+    let backlog = base.messages * base.publishers as u64 * (base.payload as u64 + 200);
+    let mut all = base.clone();
+    let note = if backlog * 4 > DEFAULT_LIMIT * 3 {
+        let limit = (backlog * 2).max(DEFAULT_LIMIT);
+        all.huddle_args = vec!["--send-queue-bytes".into(), limit.to_string()];
+        format!(
+            "a stalled connection's backlog over the run is up to ~{} KiB, near the default 1 MiB `--send-queue-bytes`, so both runs use `--send-queue-bytes {limit}`",
+            backlog / 1024
+        )
+    } else {
+        format!(
+            "a stalled connection's backlog over the run is up to ~{} KiB, under the default 1 MiB `--send-queue-bytes` (kept), so stalled sockets stay open until the end",
+            backlog / 1024
+        )
+    };
+    all.label = format!("{}, all reading", base.label);
+    let mut stalled = all.clone();
+    stalled.stalled = (base.subscribers / 10).max(1);
+    stalled.label = format!("{}, {} of them stalled", base.label, stalled.stalled);
+    (all, stalled, note)
+}
+
+/// The comparison of the two stalled-readers runs, against the targets.
+fn stalled_report(all: &Row, stalled: &Row, sc: &Scenario, note: &str) -> String {
+    let (a, s) = (&all.r, &stalled.r);
+    let p99 = |r: &RunResult| r.hist.value_at_quantile(0.99);
+    let cpu = |r: &RunResult| r.cpu * 1e6 / r.deliveries.max(1) as f64;
+    // Counting the messages queued to stalled connections as deliveries too.
+    let queued = s.deliveries + sc.stalled as u64 * sc.messages * sc.publishers as u64;
+    let p99_ratio = p99(s) as f64 / p99(a).max(1) as f64;
+    let cpu_ratio = cpu(s) / cpu(a).max(1e-9);
+    let met = |ok: bool| if ok { "yes" } else { "no" };
+    format!(
+        "### Stalled readers — {} subscribers, {} stalled (`SO_RCVBUF` {STALLED_RCVBUF} before connect, never read)\n\n\
+         Stalled connections: {note}. After the run {} of {} stalled connections turned out to have been closed with 4008 and {} to have ended otherwise.\n\n\
+         {}\n\
+         | measure | all reading | 10% stalled | ratio | target | met |\n|---|---:|---:|---:|---:|---|\n\
+         | fast readers' p99 | {} | {} | {p99_ratio:.2} | ≤ 1.2 | {} |\n\
+         | server CPU µs per delivery (to fast readers) | {:.2} | {:.2} | {cpu_ratio:.2} | ≤ 1.1 | {} |\n\
+         | server CPU µs per queued delivery (stalled included) | {:.2} | {:.2} | {:.2} | | |\n",
+        sc.subscribers,
+        sc.stalled,
+        s.stalled_4008,
+        sc.stalled,
+        s.stalled_other_close,
+        table(&[
+            Row { scenario: all.scenario.clone(), server: all.server, r: a.clone() },
+            Row { scenario: stalled.scenario.clone(), server: stalled.server, r: s.clone() },
+        ]),
+        us(p99(a)),
+        us(p99(s)),
+        met(p99_ratio <= 1.2),
+        cpu(a),
+        cpu(s),
+        met(cpu_ratio <= 1.1),
+        cpu(a),
+        s.cpu * 1e6 / queued.max(1) as f64,
+        (s.cpu / queued.max(1) as f64) / (a.cpu / a.deliveries.max(1) as f64).max(1e-15),
+    )
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (children inherit it); returns the limit.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn raise_nofile() -> Option<u64> {
+    #[repr(C)]
+    struct RLimit {
+        cur: u64,
+        max: u64,
+    }
+    extern "C" {
+        fn getrlimit(resource: i32, rlim: *mut RLimit) -> i32;
+        fn setrlimit(resource: i32, rlim: *const RLimit) -> i32;
+    }
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut l = RLimit { cur: 0, max: 0 };
+    // SAFETY: `l` is a valid `struct rlimit` (two `rlim_t`, u64 on 64-bit Linux).
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut l) } != 0 {
+        return None;
+    }
+    if l.cur < l.max {
+        let want = RLimit {
+            cur: l.max,
+            max: l.max,
+        };
+        // SAFETY: as above.
+        if unsafe { setrlimit(RLIMIT_NOFILE, &want) } == 0 {
+            return Some(l.max);
+        }
+    }
+    Some(l.cur)
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn raise_nofile() -> Option<u64> {
+    None
 }
 
 // ---------------------------------------------------------------- reference servers
@@ -850,6 +1751,8 @@ fn machine() -> String {
 }
 
 fn main() {
+    // Before any server starts, so they inherit it too.
+    let nofile = raise_nofile();
     match std::env::var("FANOUT_ROLE").as_deref() {
         Ok("baseline") => return baseline_serve(),
         Ok("raw") => return raw_serve(),
@@ -861,8 +1764,10 @@ fn main() {
     let smoke = std::env::var("FANOUT_SMOKE").is_ok_and(|v| v == "1");
     let seconds: u64 = env_or("FANOUT_SECONDS", 5);
     let wanted: Option<Vec<String>> = std::env::var("FANOUT_SCENARIOS")
+        .or_else(|_| std::env::var("FANOUT_SCENARIO"))
         .ok()
-        .map(|v| v.split(',').map(str::to_owned).collect());
+        .map(|v| v.split(',').map(|n| n.trim().to_owned()).collect());
+    let selected = |name: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|n| n == name));
     let servers: Vec<Kind> = std::env::var("FANOUT_SERVERS")
         .unwrap_or_else(|_| "huddle,baseline,raw".into())
         .split(',')
@@ -873,22 +1778,25 @@ fn main() {
             _ => None,
         })
         .collect();
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--bin", "huddle"])
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "release build failed");
+    if std::env::var_os("HUDDLE_BIN").is_none() {
+        let status = Command::new("cargo")
+            .args(["build", "--release", "--bin", "huddle"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "release build failed");
+    }
+    if let Some(n) = nofile {
+        eprintln!("fanout: RLIMIT_NOFILE {n}");
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let mut rows = Vec::new();
-    for sc in scenarios(seconds, smoke) {
-        if wanted
-            .as_ref()
-            .is_some_and(|w| !w.iter().any(|n| n == sc.name))
-        {
+    let all = scenarios(seconds, smoke);
+    for sc in all.clone() {
+        if !selected(sc.name) {
             continue;
         }
         for &kind in &servers {
@@ -904,6 +1812,46 @@ fn main() {
             });
         }
     }
+    let huddle = servers.contains(&Kind::Huddle);
+    let mut extra = String::new();
+    let mut failures: u64 = 0;
+    if huddle && selected("stalled") {
+        let base = all
+            .iter()
+            .find(|s| s.name == "1k-200")
+            .expect("the 1k-200 scenario");
+        let (sc_all, sc_stalled, note) = stalled_pair(base);
+        let mut pair = Vec::new();
+        for sc in [&sc_all, &sc_stalled] {
+            eprintln!("fanout: stalled readers: {} against huddle …", sc.label);
+            let r = rt.block_on(run_one(Kind::Huddle, sc));
+            failures += r.lost + r.duplicated + r.reordered;
+            pair.push(Row {
+                scenario: sc.label.clone(),
+                server: Kind::Huddle,
+                r,
+            });
+        }
+        extra.push_str(&stalled_report(&pair[0], &pair[1], &sc_stalled, &note));
+        extra.push('\n');
+    }
+    let mut rss_failed = false;
+    if huddle && selected("flood") {
+        let cfg = FloodConfig {
+            subscribers: env_or("FANOUT_FLOOD_SUBSCRIBERS", if smoke { 50 } else { 2000 }),
+            seconds: env_or("FANOUT_FLOOD_SECS", if smoke { 2 } else { 10 }).max(1),
+            rss_cap_mib: env_or("FANOUT_FLOOD_RSS_CAP_MIB", if smoke { 256 } else { 4096 }),
+        };
+        eprintln!(
+            "fanout: publish flood, {} subscribers, {} s, against huddle …",
+            cfg.subscribers, cfg.seconds
+        );
+        let f = rt.block_on(run_flood(&cfg));
+        failures += f.failures;
+        rss_failed = !f.rss_pass;
+        extra.push_str(&f.report);
+        extra.push('\n');
+    }
     let date = String::from_utf8(
         Command::new("date")
             .arg("-u")
@@ -913,25 +1861,35 @@ fn main() {
             .unwrap_or_default(),
     )
     .unwrap_or_default();
+    let only = wanted.as_ref().map_or(String::new(), |w| {
+        format!("FANOUT_SCENARIOS={} ", w.join(","))
+    });
     let cmd = if smoke {
-        "FANOUT_SMOKE=1 cargo bench --bench fanout".to_owned()
+        format!("FANOUT_SMOKE=1 {only}cargo bench --bench fanout")
     } else {
-        format!("FANOUT_SECONDS={seconds} cargo bench --bench fanout")
+        format!("FANOUT_SECONDS={seconds} {only}cargo bench --bench fanout")
+    };
+    let tables = if rows.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "{}\nRatios (same run):\n\n{}\n",
+            table(&rows),
+            ratios(&rows)
+        )
     };
     let report = format!(
-        "## {} — `{}`\n\nMachine: {}. Clients and servers share the machine; compare ratios within one run.\n\n{}\nRatios (same run):\n\n{}\n",
+        "## {} — `{}`\n\nMachine: {}. Clients and servers share the machine; compare ratios within one run.\n\n{tables}{extra}",
         date.trim(),
         cmd,
         machine(),
-        table(&rows),
-        ratios(&rows)
     );
     println!("{report}");
-    let failures: u64 = rows
+    failures += rows
         .iter()
         .filter(|r| r.server == Kind::Huddle)
         .map(|r| r.r.lost + r.r.duplicated + r.r.reordered)
-        .sum();
+        .sum::<u64>();
     if !smoke && std::env::var("FANOUT_NO_WRITE").is_err() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
         let old = std::fs::read_to_string(&path).unwrap_or_default();
@@ -947,7 +1905,17 @@ fn main() {
         let _ = std::fs::write(&path, format!("{head}{report}\n{rest}"));
     }
     if failures > 0 {
-        eprintln!("fanout: huddle lost, duplicated or reordered {failures} deliveries");
+        eprintln!("fanout: huddle lost, duplicated or reordered {failures} deliveries (or broke §6/§7 in the flood: see above)");
         std::process::exit(1);
+    }
+    if rss_failed {
+        if smoke || std::env::var("FANOUT_RSS_REPORT_ONLY").is_ok_and(|v| v == "1") {
+            eprintln!("fanout: the flood missed its RSS bounds (reported only)");
+        } else {
+            eprintln!(
+                "fanout: the flood missed its RSS bounds (FANOUT_RSS_REPORT_ONLY=1 reports only)"
+            );
+            std::process::exit(1);
+        }
     }
 }
