@@ -29,10 +29,7 @@ pub fn start(config: ServeConfig, api_keys: Vec<String>) -> std::io::Result<Serv
     let addr = listeners[0].local_addr()?;
     let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
     let shared = Arc::new(Shared {
-        conn_limiter: config
-            .conn_rate
-            .0
-            .map(ConnRateLimiter::new),
+        conn_limiter: config.conn_rate.0.map(ConnRateLimiter::new),
         admission: (0..n)
             .map(|_| Admission::new(config.publish_queue))
             .collect(),

@@ -50,7 +50,10 @@ impl Server {
 
     /// Starts with exactly `args` and extra environment variables.
     pub fn start_raw(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
+        // HUDDLE_TEST_BIN runs the suite against another build (e.g. to show a test failed before).
+        let bin = std::env::var("HUDDLE_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_huddle").to_owned());
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -415,7 +418,19 @@ pub struct RawWs {
 impl RawWs {
     /// Performs the upgrade by hand and reads the 101 head (and keeps any bytes after it).
     pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::upgrade(stream, addr, path).await
+    }
+
+    /// Like `connect`, with a small kernel receive buffer, for a client that stops reading.
+    pub async fn connect_small_rcvbuf(addr: SocketAddr, path: &str, rcvbuf: u32) -> RawWs {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        Self::upgrade(stream, addr, path).await
+    }
+
+    async fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> RawWs {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
