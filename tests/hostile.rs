@@ -33,7 +33,22 @@ async fn healthz_latency(server: &Server) -> Duration {
 /// `/healthz` and HTTP publishes by 12–21 s; an HTTP publish was answered "shutting down".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_publish_flood_is_backpressured_and_answers_stay_truthful() {
-    let server = Server::start(&[]);
+    // Test clients share two cores with the server: a deep send queue keeps a reader that falls
+    // behind for a moment from being closed as a slow consumer.
+    let server = Server::start(&["--send-queue-bytes", "67108864"]);
+    // Enough readers that fan-out, not the publisher, is the bottleneck.
+    let mut crowd = Vec::new();
+    for _ in 0..40 {
+        let (mut c, _) = server.connect("/ws").await;
+        c.subscribe("flood").await;
+        crowd.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = c.ws.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        }));
+    }
     let (mut sub, _) = server.connect("/ws").await;
     sub.subscribe("flood").await;
     // The subscriber keeps up, collecting offsets until the end marker.
@@ -71,9 +86,25 @@ async fn websocket_publish_flood_is_backpressured_and_answers_stay_truthful() {
         }
         (sent, sink)
     });
+    let (expect_tx, mut expect_rx) = tokio::sync::oneshot::channel::<u64>();
     let reader = tokio::spawn(async move {
+        // Replies may come in another order than the publishes (each completes when its
+        // shards have reported); every one comes exactly once.
         let (mut ok, mut overloaded) = (Vec::new(), 0u64);
-        while let Ok(Some(Ok(msg))) = tokio::time::timeout(WAIT, stream.next()).await {
+        let mut expected = None;
+        let mut told = false;
+        while expected.is_none_or(|n| ok.len() as u64 + overloaded < n) {
+            let msg = tokio::select! {
+                n = &mut expect_rx, if !told => {
+                    told = true;
+                    expected = Some(n.expect("the writer tells how many it sent"));
+                    continue;
+                }
+                m = tokio::time::timeout(WAIT, stream.next()) => m,
+            };
+            let Ok(Some(Ok(msg))) = msg else {
+                panic!("publisher stream ended or went silent: {msg:?}")
+            };
             let Message::Text(t) = msg else { continue };
             let v: Value = serde_json::from_str(&t).expect("JSON");
             match v["event_type"].as_str() {
@@ -81,16 +112,8 @@ async fn websocket_publish_flood_is_backpressured_and_answers_stay_truthful() {
                 Some("error") if v["data"]["code"] == "overloaded" => overloaded += 1,
                 _ => panic!("unexpected reply to a publish: {v}"),
             }
-            if let Some(n) = v["reply_to"]
-                .as_str()
-                .and_then(|s| s[1..].parse::<u64>().ok())
-            {
-                if n == u64::MAX {
-                    break;
-                }
-            }
         }
-        (ok, overloaded)
+        (ok, overloaded, stream)
     });
 
     // While the flood runs, the server keeps serving everything else promptly.
@@ -120,18 +143,26 @@ async fn websocket_publish_flood_is_backpressured_and_answers_stay_truthful() {
     );
 
     let (sent, mut sink) = writer.await.unwrap();
-    // A last publish (retried until admitted) whose reply ends the reader and whose delivery
-    // ends the subscriber.
-    let end = json!({"event_type":"publish","message_id":format!("p{}", u64::MAX),
-        "data":{"channel":"flood","event_type":"tick","data":{"end":true}}});
-    sink.send(Message::Text(end.to_string())).await.unwrap();
-    let (mut ok, overloaded) = reader.await.unwrap();
-    let last_ok = ok.pop();
+    expect_tx.send(sent).unwrap();
+    let (ok, overloaded, mut stream) = reader.await.unwrap();
     assert_eq!(
         ok.len() as u64 + overloaded,
         sent,
-        "every publish is answered once"
+        "every publish answered once"
     );
+    // Once everything is answered the server is idle again: a last publish is admitted, and its
+    // delivery ends the subscriber.
+    let end = json!({"event_type":"publish","message_id":"end",
+        "data":{"channel":"flood","event_type":"tick","data":{"end":true}}});
+    sink.send(Message::Text(end.to_string())).await.unwrap();
+    let last_ok = loop {
+        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(WAIT, stream.next()).await else {
+            panic!("no reply to the last publish");
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["event_type"], "publish", "{v}");
+        break v["data"]["results"][0]["offset"].as_u64();
+    };
     assert!(sent > 1000, "the flood sent only {sent} publishes");
     // Every offset answered is delivered, in order, and nothing else.
     let total = ok.len() as u64 + http_ok + u64::from(last_ok.is_some());
@@ -143,6 +174,9 @@ async fn websocket_publish_flood_is_backpressured_and_answers_stay_truthful() {
         (1..=total).collect::<Vec<_>>(),
         "gap, duplicate or reorder"
     );
+    for c in crowd {
+        c.abort();
+    }
 }
 
 /// Observed: a failure half-way through a multi-channel publish delivered it to some channels
@@ -625,4 +659,106 @@ async fn a_trickled_request_body_is_cut_with_408() {
     assert_eq!(r.status, 408, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "request_timeout");
     assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+/// Observed: the 4008 of a consumer that reads, but slower than the feed, waited behind ~2 MB
+/// of kernel buffer; the close linger expired first and the client saw a truncated frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowly_reading_consumer_sees_its_4008_after_complete_frames() {
+    let server = Server::start(&["--send-queue-bytes", "262144"]);
+    let RawWs { stream, mut buf } = RawWs::connect(server.addr, "/ws").await;
+    let (mut rd, mut wr) = stream.into_split();
+    read_frame_from(&mut rd, &mut buf).await.expect("ack");
+    let sub = json!({"event_type":"user_subscription","data":{"channel":"trickle"}}).to_string();
+    wr.write_all(&client_frame(true, 1, sub.as_bytes()))
+        .await
+        .unwrap();
+    read_frame_from(&mut rd, &mut buf).await.expect("reply");
+    // A publisher much faster than the reader.
+    let (publisher, _) = server.connect(&format!("/ws?api_key={API_KEY}")).await;
+    let (mut sink, mut replies) = publisher.ws.split();
+    tokio::spawn(async move { while let Some(Ok(_)) = replies.next().await {} });
+    let pad = "z".repeat(4096);
+    let flood = tokio::spawn(async move {
+        let start = Instant::now();
+        let mut i = 0u64;
+        while start.elapsed() < Duration::from_secs(10) {
+            i += 1;
+            let m = json!({"event_type":"publish","message_id":format!("t{i}"),
+                "data":{"channel":"trickle","event_type":"tick","data":{"pad":pad}}});
+            if sink.send(Message::Text(m.to_string())).await.is_err() {
+                break;
+            }
+        }
+    });
+    // When the server decides it is a slow consumer.
+    let addr = server.addr;
+    let decided = tokio::spawn(async move {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let r = support::raw_http(
+                addr,
+                format!("GET /api/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {API_KEY}\r\n\r\n").as_bytes(),
+            )
+            .await;
+            if r.json()["slow_consumer_disconnects"] != 0 {
+                return Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    });
+    // The reader: about 1 MB/s, in 8 KiB reads.
+    let mut chunk = vec![0u8; 8 * 1024];
+    let mut frames = 0u64;
+    let mut next_offset = 1u64;
+    let code = 'read: loop {
+        while let Some((op, payload, used)) = parse_frame(&buf) {
+            buf.drain(..used);
+            match op {
+                1 => {
+                    let m: Value = serde_json::from_slice(&payload).expect("complete JSON");
+                    assert_eq!(m["offset"], next_offset, "in order, no gap");
+                    next_offset += 1;
+                    frames += 1;
+                }
+                8 => break 'read u16::from_be_bytes([payload[0], payload[1]]),
+                _ => {}
+            }
+        }
+        let n = tokio::time::timeout(WAIT, rd.read(&mut chunk))
+            .await
+            .expect("read")
+            .unwrap_or(0);
+        assert!(n > 0, "FIN after {frames} frames without a close frame");
+        buf.extend_from_slice(&chunk[..n]);
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    };
+    let seen = Instant::now();
+    assert_eq!(code, 4008, "after {frames} complete frames");
+    let decided = decided.await.unwrap().expect("counted as a slow consumer");
+    let waited = seen.saturating_duration_since(decided);
+    assert!(
+        waited < Duration::from_millis(1500),
+        "the close frame reached the reader {waited:?} after the server closed it"
+    );
+    flood.abort();
+}
+
+/// One complete frame at the start of `buf`: (opcode, payload, bytes used).
+fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, hdr) = match (buf[1] & 0x7f) as usize {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b) as usize, 10)
+        }
+        126 | 127 => return None,
+        n => (n, 2),
+    };
+    (buf.len() >= hdr + len).then(|| (buf[0] & 0x0f, buf[hdr..hdr + len].to_vec(), hdr + len))
 }

@@ -52,7 +52,9 @@ impl Server {
     pub fn start_raw(args: &[&str], env: &[(&str, &str)]) -> Server {
         // HUDDLE_TEST_BIN runs the suite against another build (e.g. to show a test failed before).
         let bin = std::env::var("HUDDLE_TEST_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_huddle").to_owned());
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_huddle").to_owned());
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env("RUST_LOG", "info")
