@@ -1,5 +1,5 @@
-//! One WebSocket connection's plain data: where it is in its life ([`Phase`]), its
-//! subscriptions, and its unsent frames ([`outbox`]). No sockets here: the shard owns the slab
+//! One WebSocket connection's plain data: its protocol state machine ([`state`]: phase,
+//! liveness, close handshake), its subscriptions, and its unsent frames ([`outbox`]). No sockets here: the shard owns the slab
 //! record that holds these with the socket, and `shard::driver` is the only code that waits on
 //! the socket.
 //!
@@ -11,6 +11,7 @@
 //!   holds no heap, subscriptions are a small Vec.
 
 pub mod outbox;
+pub mod state;
 
 use std::time::{Duration, Instant};
 

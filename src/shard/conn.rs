@@ -4,13 +4,13 @@
 //! connection's own driver task removes it, so a key never changes owner while the task runs.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::conn::outbox::Outbox;
-use crate::conn::{Phase, Subscription};
+use crate::conn::state::ConnState;
+use crate::conn::Subscription;
 use crate::registry::ChannelId;
 use crate::timer::TimerId;
 
@@ -32,12 +32,8 @@ pub struct Conn {
     /// True when any subscription carries a filter (skips the lookup on the fan-out path).
     pub has_filters: bool,
     pub can_publish: bool,
-    /// Echo endpoint connection (conformance runs only).
-    pub echo: bool,
-    /// Last time any byte arrived from the client.
-    pub last_seen: Instant,
-    /// A server ping was sent since `last_seen`.
-    pub pinged: bool,
+    /// Phase, liveness and close handshake.
+    pub state: ConnState,
     pub timer: Option<TimerId>,
     pub out: Outbox,
     /// Queued in the shard's dirty list, to be flushed at the end of the current batch.
@@ -49,7 +45,6 @@ pub struct Conn {
     pub inflight: u32,
     /// A subscription request waiting for owners' acks; reading is paused meanwhile.
     pub(crate) parked: Option<Box<super::Parked>>,
-    pub phase: Phase,
 }
 
 impl Conn {

@@ -11,8 +11,9 @@
 //! - Every operation that queues frames ends with [`Shard::flush_dirty`]: each touched
 //!   connection gets one vectored write of everything it has pending. A connection whose socket
 //!   refused bytes is `blocked` and skipped until the driver sees it writable again.
-//! - Deadlines are timer wheels: a frame from the client only stamps `last_seen`, and the
-//!   timer re-arms itself from that stamp when it fires (never a scan of all connections).
+//! - Deadlines are timer wheels: a frame from the client only stamps the connection's
+//!   `ConnState`, and the timer re-arms itself from `poll_timeout` when it fires (never a scan
+//!   of all connections).
 
 mod conn;
 pub mod driver;
@@ -41,6 +42,7 @@ use tokio::sync::Notify;
 
 use crate::codec;
 use crate::conn::outbox::Outbox;
+use crate::conn::state::{ConnState, FrameAction, Liveness, TimeoutAction};
 use crate::conn::{Phase, Subscription};
 use crate::engine::{ChannelEngine, MemoryEngine};
 use crate::error::CloseReason;
@@ -95,6 +97,7 @@ pub struct Shard {
     conns: Slab<Conn>,
     registry: Registry,
     wheel: TimerWheel<TimerRef>,
+    liveness: Liveness,
     /// State of the channels this shard owns.
     engine: MemoryEngine,
     /// Channels with local subscribers (or a pending interest), by name.
@@ -159,6 +162,10 @@ impl Shard {
             .max(shared.config.heartbeat_interval);
         let slots = (span.as_nanos() / tick.as_nanos().max(1)).min(1 << 20) as usize + 2;
         let engine = MemoryEngine::new(shared.config.history_ttl, now);
+        let liveness = Liveness {
+            interval: shared.config.heartbeat_interval,
+            timeout: shared.config.heartbeat_timeout,
+        };
         Rc::new_cyclic(|this| {
             RefCell::new(Shard {
                 id,
@@ -166,6 +173,7 @@ impl Shard {
                 conns: Slab::new(),
                 registry: Registry::new(),
                 wheel: TimerWheel::new(tick, slots, now),
+                liveness,
                 engine,
                 views: HashMap::new(),
                 users: HashMap::new(),
@@ -220,21 +228,20 @@ impl Shard {
             subs: Vec::new(),
             has_filters: false,
             can_publish: params.can_publish,
-            echo: params.echo,
-            last_seen: now,
-            pinged: false,
+            state: ConnState::new(now, params.echo),
             timer: None,
             out: Outbox::default(),
             dirty: false,
             blocked: false,
             inflight: 0,
             parked: None,
-            phase: Phase::Open,
         });
-        let first = now + self.first_timer_delay();
-        let timer = self.wheel.arm(first, TimerRef { key, conn_id });
+        let cfg = self.liveness;
         if let Some(c) = self.conns.get_mut(key) {
-            c.timer = Some(timer);
+            c.timer = c
+                .state
+                .poll_timeout(&cfg)
+                .map(|at| self.wheel.arm(at, TimerRef { key, conn_id }));
             if let Some(u) = &c.user_id {
                 self.shared.users.add(u);
                 self.users.entry(u.clone()).or_default().push(key);
@@ -254,11 +261,6 @@ impl Shard {
             self.close(key, CloseReason::ShuttingDown);
         }
         (key, io)
-    }
-
-    fn first_timer_delay(&self) -> Duration {
-        let c = &self.shared.config;
-        c.heartbeat_interval.min(c.heartbeat_timeout)
     }
 
     /// Drops the slab record; called only by the connection's driver when it ends.
@@ -318,7 +320,7 @@ impl Shard {
         };
         c.out.push(frame);
         if c.blocked {
-            if c.phase == Phase::Open && c.out.queued_bytes() > limit {
+            if c.state.is_open() && c.out.queued_bytes() > limit {
                 self.slow_consumer(key);
             }
         } else if !c.dirty {
@@ -332,7 +334,7 @@ impl Shard {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        if conn.phase != Phase::Open {
+        if !conn.state.is_open() {
             return;
         }
         tracing::info!(
@@ -350,7 +352,7 @@ impl Shard {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        if conn.phase != Phase::Open {
+        if !conn.state.is_open() {
             return;
         }
         tracing::debug!(
@@ -361,22 +363,16 @@ impl Shard {
             reason.text()
         );
         self.detach(key);
-        let peer_closed = matches!(reason, CloseReason::Echo(_));
-        let frame = match reason {
-            CloseReason::Echo(0) => codec::empty_close_frame(),
-            r => codec::close_frame(r.code(), r.text()),
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
         };
-        if let Some(conn) = self.conns.get_mut(key) {
-            if reason == CloseReason::SlowConsumer {
-                conn.out.truncate_unstarted();
-            }
-            conn.phase = Phase::Closing {
-                peer_closed,
-                since: Instant::now(),
-                reason,
-            };
-            conn.io.wake.notify_one();
+        let Some(frame) = conn.state.close(reason, Instant::now()) else {
+            return;
+        };
+        if reason == CloseReason::SlowConsumer {
+            conn.out.truncate_unstarted();
         }
+        conn.io.wake.notify_one();
         self.queue(key, frame);
     }
 
@@ -432,20 +428,15 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return ReadOutcome::Stop;
         };
-        if conn.parked.is_some() {
-            decoder.feed(bytes);
-            return ReadOutcome::Paused;
-        }
         if !bytes.is_empty() {
-            conn.last_seen = Instant::now();
-            conn.pinged = false;
+            conn.state.on_activity(Instant::now());
             decoder.feed(bytes);
         }
         loop {
             match self.conns.get(key) {
                 None => return ReadOutcome::Stop,
                 Some(c)
-                    if c.phase == Phase::Open
+                    if c.state.is_open()
                         && (c.inflight as usize >= max_inflight || c.parked.is_some()) =>
                 {
                     return ReadOutcome::Paused
@@ -470,56 +461,20 @@ impl Shard {
 
     /// Handles one decoded frame from the client.
     fn on_event(&mut self, key: usize, ev: codec::Event) -> ReadOutcome {
-        let (phase, echo) = match self.conns.get(key) {
-            Some(c) => (c.phase, c.echo),
-            None => return ReadOutcome::Stop,
+        let Some(conn) = self.conns.get_mut(key) else {
+            return ReadOutcome::Stop;
         };
-        match ev {
-            codec::Event::Close(frame) => {
-                match phase {
-                    Phase::Open => {
-                        let code = frame.map_or(0, |f| f.code);
-                        self.close(key, CloseReason::Echo(code));
-                    }
-                    Phase::Closing { since, reason, .. } => {
-                        if let Some(c) = self.conns.get_mut(key) {
-                            c.phase = Phase::Closing {
-                                peer_closed: true,
-                                since,
-                                reason,
-                            };
-                            c.io.wake.notify_one();
-                        }
-                    }
-                }
-                ReadOutcome::Stop
-            }
-            // Data after our close frame is read and ignored (RFC 6455 §1.4).
-            _ if phase != Phase::Open => ReadOutcome::Continue,
-            codec::Event::Ping(payload) => {
-                self.queue(key, codec::pong_frame(&payload));
+        match conn.state.handle_frame(ev) {
+            FrameAction::None => ReadOutcome::Continue,
+            FrameAction::Send(frame) => {
+                self.queue(key, frame);
                 ReadOutcome::Continue
             }
-            codec::Event::Pong(_) => ReadOutcome::Continue,
-            codec::Event::Text(payload) if echo => {
-                self.queue(
-                    key,
-                    codec::encode_frame(true, codec::OpCode::Text, &payload),
-                );
-                ReadOutcome::Continue
-            }
-            codec::Event::Binary(payload) if echo => {
-                self.queue(
-                    key,
-                    codec::encode_frame(true, codec::OpCode::Binary, &payload),
-                );
-                ReadOutcome::Continue
-            }
-            codec::Event::Text(text) => {
+            FrameAction::Text(text) => {
                 self.on_text(key, text);
                 ReadOutcome::Continue
             }
-            codec::Event::Binary(_) => {
+            FrameAction::Binary => {
                 self.reply_error(
                     key,
                     crate::protocol::ErrorCode::InvalidMessage,
@@ -527,6 +482,16 @@ impl Shard {
                     None,
                 );
                 ReadOutcome::Continue
+            }
+            FrameAction::Close(reason) => {
+                self.close(key, reason);
+                ReadOutcome::Stop
+            }
+            FrameAction::PeerClosed => {
+                if let Some(c) = self.conns.get(key) {
+                    c.io.wake.notify_one();
+                }
+                ReadOutcome::Stop
             }
         }
     }
@@ -554,7 +519,7 @@ impl Shard {
                 continue;
             }
             let drained = flush_conn(conn);
-            let closing = conn.phase != Phase::Open;
+            let closing = !conn.state.is_open();
             match drained {
                 Ok(true) => {
                     if closing {
@@ -594,8 +559,8 @@ impl Shard {
         let max = self.shared.config.max_inflight_publishes;
         self.conns.get(key).map(|c| Interest {
             want_write: !c.out.is_empty(),
-            may_read: c.phase != Phase::Open || ((c.inflight as usize) < max && c.parked.is_none()),
-            phase: c.phase,
+            may_read: !c.state.is_open() || ((c.inflight as usize) < max && c.parked.is_none()),
+            phase: c.state.phase(),
         })
     }
 
@@ -606,36 +571,29 @@ impl Shard {
         self.engine.handle_timeout(now);
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(now, &mut expired);
-        let interval = self.shared.config.heartbeat_interval;
-        let timeout = self.shared.config.heartbeat_timeout;
+        let cfg = self.liveness;
         for t in expired.drain(..) {
             let Some(conn) = self.conns.get_mut(t.key) else {
                 continue;
             };
-            if conn.id != t.conn_id || conn.phase != Phase::Open {
+            if conn.id != t.conn_id {
                 continue;
             }
             conn.timer = None;
             conn.out.release_if_idle();
-            let silent = now.saturating_duration_since(conn.last_seen);
-            if silent >= timeout {
-                self.metrics().heartbeat_expiries.inc();
-                self.close(t.key, CloseReason::HeartbeatTimeout);
-                continue;
+            match conn.state.handle_timeout(now, &cfg) {
+                TimeoutAction::Expire => {
+                    self.metrics().heartbeat_expiries.inc();
+                    self.close(t.key, CloseReason::HeartbeatTimeout);
+                    continue;
+                }
+                TimeoutAction::Ping(frame) => self.queue(t.key, frame),
+                TimeoutAction::None => {}
             }
-            let mut ping = false;
-            if silent >= interval && !conn.pinged {
-                conn.pinged = true;
-                ping = true;
-            }
-            let next = if conn.pinged {
-                conn.last_seen + timeout
-            } else {
-                conn.last_seen + interval.min(timeout)
-            };
-            conn.timer = Some(self.wheel.arm(next, t));
-            if ping {
-                self.queue(t.key, codec::ping_frame(b""));
+            if let Some(conn) = self.conns.get_mut(t.key) {
+                if let Some(next) = conn.state.poll_timeout(&cfg) {
+                    conn.timer = Some(self.wheel.arm(next, t));
+                }
             }
         }
         self.expired = expired;
@@ -797,7 +755,7 @@ impl Shard {
             None => self
                 .conns
                 .iter()
-                .filter(|(_, c)| c.phase == Phase::Open && !c.echo)
+                .filter(|(_, c)| c.state.is_open() && !c.state.is_echo())
                 .map(|(k, _)| k)
                 .collect(),
         };

@@ -9,7 +9,6 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 
 use super::{encode, publish, Parked, Shard};
-use crate::conn::Phase;
 use crate::protocol::{
     parse_client_message, ClientMessage, ClientRequest, ErrorCode, OutMessage, PublishRequest,
     SubscribeSpec, SUPPORTED_EVENTS,
@@ -267,7 +266,7 @@ impl Shard {
         reply_to: Option<&str>,
         data: &Value,
     ) {
-        if self.conns.get(key).is_none_or(|c| c.phase != Phase::Open) {
+        if self.conns.get(key).is_none_or(|c| !c.state.is_open()) {
             return;
         }
         let frame = encode(&OutMessage {
