@@ -135,6 +135,60 @@ def main():
         write(target, "ramp", bytes(range(256)))
         write(target, "pattern", bytes([1, 7, 0, 3, 2, 9, 4, 1, 0, 200]) * 20)
 
+    # channel_engine: structured (arbitrary), encoded by ce_input so the seeds reach eviction,
+    # re-arming after an append, pinning by interest and reuse at a new epoch.
+    write("channel_engine", "zeros", bytes(64))
+    write("channel_engine", "ramp", bytes(range(256)))
+    a, b = 0, 1
+    write("channel_engine", "evict-and-reuse", ce_input(0, [
+        ("append", a), ("append", a), ("append", b), ("timeout",),
+        ("advance", ("ticks", 1, 0), True), ("advance", ("ticks", 1, 0), True),
+        ("append", a), ("interest", b, 3, False), ("advance", ("far", 3), True)]))
+    write("channel_engine", "rearm-after-append", ce_input(3, [
+        ("append", a), ("advance", ("ticks", 7, 0), True), ("append", a),
+        ("advance", ("ticks", 2, 0), True), ("advance", ("ticks", 7, 0), True),
+        ("advance", ("ticks", 3, 32768), True), ("advance", ("nanos", 999), True)]))
+    write("channel_engine", "pinned", ce_input(1, [
+        ("interest", a, 5, True), ("interest", a, 0, True), ("append", a),
+        ("advance", ("far", 200), True), ("interest", a, 5, False), ("interest", a, 7, False),
+        ("advance", ("far", 200), True), ("interest", a, 0, False), ("append", a),
+        ("advance", ("ticks", 1, 100), True), ("advance", ("far", 1), True), ("append", a)]))
+    write("channel_engine", "off-unknown", ce_input(2, [
+        ("interest", b, 1, False), ("interest", b, 1, True), ("interest", b, 1, False),
+        ("advance", ("zero",), True), ("advance", ("far", 9), False), ("timeout",)]))
+    write("channel_engine", "default-ttl-wrap", ce_input(4, [
+        ("append", a), ("append", b), ("advance", ("far", 255), True), ("append", b),
+        ("advance", ("far", 60), True), ("advance", ("far", 255), True),
+        ("advance", ("far", 255), True), ("append", a), ("advance", ("far", 255), True)]))
+
+
+def ce_input(ttl, ops):
+    """Bytes that `arbitrary` decodes to channel_engine's `Input { ttl, ops }`."""
+    def variant(i):  # derive(Arbitrary) picks variant (u32 * 4) >> 32 of an enum of 4
+        return struct.pack("<I", i << 30)
+    out = bytes([ttl])
+    for op in ops:
+        out += b"\x01"  # one more element in the Vec
+        kind = op[0]
+        if kind == "append":
+            out += variant(0) + bytes([op[1]])
+        elif kind == "interest":
+            out += variant(1) + bytes([op[1], op[2], int(op[3])])
+        elif kind == "advance":
+            step, timeout = op[1], op[2]
+            if step[0] == "zero":
+                out += variant(2) + variant(0)
+            elif step[0] == "nanos":
+                out += variant(2) + variant(1) + struct.pack("<H", step[1])
+            elif step[0] == "ticks":
+                out += variant(2) + variant(2) + bytes([step[1]]) + struct.pack("<H", step[2])
+            else:
+                out += variant(2) + variant(3) + bytes([step[1]])
+            out += bytes([int(timeout)])
+        else:
+            out += variant(3)
+    return out + b"\x00"
+
 
 if __name__ == "__main__":
     main()

@@ -1,22 +1,31 @@
 //! huddle: a thread-per-core WebSocket pub/sub server for live data feeds.
 //!
-//! Module map (sans-IO first: only `conn::driver`, `shard::runtime`, `shard::listener`, `http`
-//! and `server` touch sockets, threads or the runtime):
+//! Module map. Dependencies point one way: pure modules ← `shard` ← `http` ← `server` ← main.
+//! Only `shard::driver`, `shard::runtime`, `shard::listener`, `http` and `server` touch sockets,
+//! threads or the runtime.
 //!
-//! - [`config`]: flags, `HUDDLE_*` env, TOML file, defaults.
+//! Pure (data and time in, data and actions out):
+//! - [`config`]: flags, `HUDDLE_*` env, TOML file, defaults, bounds.
 //! - [`codec`]: RFC 6455 frames, bytes in → events out, frames in → bytes out.
-//! - [`handshake`]: upgrade checks and `Sec-WebSocket-Accept`.
+//! - [`handshake`]: upgrade checks, origin, and `Sec-WebSocket-Accept`.
 //! - [`protocol`]: the JSON messages of PROTOCOL.md §3–§7 and their validation, one file per
 //!   concern (`names`, `json`, `filter`, `client`, `publish`, `validate`, `out`).
-//! - [`registry`]: channel → bitset of slab keys, per shard.
-//! - [`timer`]: hashed timer wheel for heartbeat expiry.
-//! - [`conn`]: a connection's slab record, outbox and driver task.
-//! - [`shard`]: one thread, its slab, registry, wheel and inbox; `shard::mesh` is the only
-//!   way shards talk.
-//! - [`publish`]: the publish path (validate → offset → encode once → fan out → gather).
-//! - [`http`]: hyper service: upgrades and the `/api` endpoints.
+//! - [`conn`]: one connection's state machine (`conn::state`: phase, liveness, close handshake)
+//!   and its outbox of shared frames.
+//! - [`engine`]: the channel engine seam (offset, epoch, interest, idle eviction) and the
+//!   embedded in-memory engine.
+//! - [`registry`]: channel → members (sorted slab keys, a bitset once dense), per shard.
+//! - [`timer`]: hashed timer wheel for every deadline.
+//! - [`ratelimit`]: the striped per-IP upgrade limiter.
 //! - [`error`]: the one table from errors to close codes, client error codes and HTTP statuses.
-//! - [`metrics`], [`ratelimit`], [`server`].
+//! - [`metrics`]: per-shard counters and the latency histogram.
+//!
+//! Runtime:
+//! - [`shard`]: one thread, its slab, registry, engine, wheels and inbox; `shard::mesh` is the
+//!   only way shards talk (its docs state the ordering rule), `shard::publish` the publish path,
+//!   `shard::driver` the only code that waits on a connection's socket.
+//! - [`http`]: hyper service: upgrades and the `/api` endpoints.
+//! - [`server`]: binds, starts the shards with the HTTP handler, bounds the shutdown.
 
 #![forbid(unsafe_code)]
 
