@@ -8,8 +8,8 @@
 //!
 //! Invariants (sans-IO: time is an argument, nothing here touches a socket or the clock):
 //! - Offsets of a channel start at 1 and grow by one per `append`, never reused within one epoch.
-//! - A channel's state is freed only when no shard is interested in it and it saw no append for
-//!   `idle_ttl`. It comes back at offset 0 with a **new epoch**, so a client holding an old
+//! - A channel's state is freed only when no shard is interested in it and it saw no activity
+//!   (an append or an interest change) for `idle_ttl`. It comes back at offset 0 with a **new epoch**, so a client holding an old
 //!   (offset, epoch) pair learns that the stream restarted (PROTOCOL.md §10).
 //! - Memory follows the channels in use: idle channels are found by a timer wheel, never a scan.
 
@@ -46,8 +46,7 @@ pub trait ChannelEngine {
         now: Instant,
     ) -> Position;
 
-    /// Current position of `channel` without changing anything (offset 0 at a fresh epoch if
-    /// the channel has no state; that epoch is kept only once someone subscribes or appends).
+    /// Current position of `channel` without changing anything; None if it has no state.
     fn position(&self, channel: &str) -> Option<Position>;
 
     /// Frees channels idle past the TTL; returns how many were freed.
