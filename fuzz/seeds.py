@@ -161,6 +161,13 @@ def main():
         ("advance", ("far", 60), True), ("advance", ("far", 255), True),
         ("advance", ("far", 255), True), ("append", a), ("advance", ("far", 255), True)]))
 
+    # conn_state: arbitrary-encoded `Input { echo, interval, timeout, ops }`; a run of bytes
+    # decodes to some ops (zeros: no ops; the ramp and repeats: steps, frames, timeouts, closes).
+    write("conn_state", "zeros", bytes(64))
+    write("conn_state", "ramp", bytes(range(256)))
+    write("conn_state", "short-settings", bytes([0, 3, 9]) + bytes([1, 0, 0, 0, 0x40, 5]) * 40)
+
+
 
 def ce_input(ttl, ops):
     """Bytes that `arbitrary` decodes to channel_engine's `Input { ttl, ops }`."""

@@ -137,6 +137,7 @@ async fn websocket_publish_flood_is_backpressured_and_answers_stay_truthful() {
             s => panic!("HTTP publish during the flood answered {s}: {}", r.text()),
         }
     }
+    eprintln!("flood: worst /healthz {worst:?}, HTTP publishes accepted {http_ok}/6");
     assert!(
         worst < Duration::from_secs(1),
         "/healthz took {worst:?} during a publish flood"
@@ -339,6 +340,7 @@ async fn shutdown_is_bounded_by_the_grace_under_load() {
     server.sigterm();
     let status = server.wait_exit(Duration::from_secs(8));
     let took = t.elapsed();
+    eprintln!("shutdown under load: exit 0 after {took:?} (grace 3 s)");
     assert!(status.success(), "exit status {status:?}");
     assert!(
         took < Duration::from_millis(4000),
@@ -447,6 +449,7 @@ async fn the_close_linger_ends_however_much_the_client_sends() {
     // The client never answers the close and keeps sending: the server drops it anyway.
     while read_frame_from(&mut rd, &mut buf).await.is_some() {}
     let lingered = closed_at.elapsed();
+    eprintln!("linger: dropped {lingered:?} after the close frame");
     assert!(
         lingered < Duration::from_millis(3500),
         "closing connection lingered {lingered:?} (bound: 2 s)"
@@ -493,6 +496,7 @@ async fn one_streaming_client_does_not_starve_its_shard() {
     for _ in 0..10 {
         worst = worst.max(healthz_latency(&server).await);
     }
+    eprintln!("starvation: worst /healthz {worst:?} next to a streaming client");
     assert!(
         worst < Duration::from_millis(250),
         "/healthz took {worst:?} next to a streaming client"
@@ -502,6 +506,7 @@ async fn one_streaming_client_does_not_starve_its_shard() {
     let (code, _) = polite.recv_close().await;
     assert_eq!(code, 1001);
     let late = t.elapsed();
+    eprintln!("starvation: 1001 {late:?} after SIGTERM");
     assert!(
         late < Duration::from_secs(1),
         "1001 came {late:?} after SIGTERM"
@@ -736,6 +741,9 @@ async fn a_slowly_reading_consumer_sees_its_4008_after_complete_frames() {
     assert_eq!(code, 4008, "after {frames} complete frames");
     let decided = decided.await.unwrap().expect("counted as a slow consumer");
     let waited = seen.saturating_duration_since(decided);
+    eprintln!(
+        "slow reader: 4008 seen {waited:?} after the server counted it, after {frames} frames"
+    );
     assert!(
         waited < Duration::from_millis(1500),
         "the close frame reached the reader {waited:?} after the server closed it"

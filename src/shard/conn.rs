@@ -43,6 +43,10 @@ pub struct Conn {
     pub blocked: bool,
     /// WebSocket publishes sent to owners and not yet answered (`--max-inflight-publishes`).
     pub inflight: u32,
+    /// Reading stopped at `--max-inflight-publishes`; it resumes once half are answered, so a
+    /// pipelining publisher refills in batches rather than one message per reply (a window
+    /// that slides by one makes every fan-out a batch of one).
+    pub publish_paused: bool,
     /// A subscription request waiting for owners' acks; reading is paused meanwhile.
     pub(crate) parked: Option<Box<super::Parked>>,
 }

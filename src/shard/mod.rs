@@ -137,7 +137,7 @@ pub enum ReadOutcome {
 #[derive(Debug, Clone, Copy)]
 pub struct Interest {
     pub want_write: bool,
-    /// False while the connection has `--max-inflight-publishes` unanswered.
+    /// False while the connection waits for publish replies or an owner's `InterestAck`.
     pub may_read: bool,
     pub phase: Phase,
 }
@@ -234,6 +234,7 @@ impl Shard {
             dirty: false,
             blocked: false,
             inflight: 0,
+            publish_paused: false,
             parked: None,
         });
         let cfg = self.liveness;
@@ -433,12 +434,13 @@ impl Shard {
             decoder.feed(bytes);
         }
         loop {
-            match self.conns.get(key) {
+            match self.conns.get_mut(key) {
                 None => return ReadOutcome::Stop,
-                Some(c)
-                    if c.state.is_open()
-                        && (c.inflight as usize >= max_inflight || c.parked.is_some()) =>
-                {
+                Some(c) if c.state.is_open() && c.inflight as usize >= max_inflight => {
+                    c.publish_paused = true;
+                    return ReadOutcome::Paused;
+                }
+                Some(c) if c.state.is_open() && (c.publish_paused || c.parked.is_some()) => {
                     return ReadOutcome::Paused
                 }
                 Some(_) => {}
@@ -556,10 +558,9 @@ impl Shard {
 
     /// What the driver should wait for.
     pub fn interest(&self, key: usize) -> Option<Interest> {
-        let max = self.shared.config.max_inflight_publishes;
         self.conns.get(key).map(|c| Interest {
             want_write: !c.out.is_empty(),
-            may_read: !c.state.is_open() || ((c.inflight as usize) < max && c.parked.is_none()),
+            may_read: !c.state.is_open() || (!c.publish_paused && c.parked.is_none()),
             phase: c.state.phase(),
         })
     }

@@ -198,7 +198,7 @@ impl Shard {
     /// Publish over the WebSocket: needs the API key at connect. Refused whole with
     /// `overloaded` when an owner's budget is spent; otherwise sequenced (in place for channels
     /// this shard owns) and answered from a task once every interested shard has queued it. The
-    /// connection stops being read while `--max-inflight-publishes` are unanswered.
+    /// connection stops being read at `--max-inflight-publishes` unanswered, until half are.
     fn publish_from(&mut self, key: usize, req: PublishRequest, message_id: Option<String>) {
         let Some(conn) = self.conns.get(key) else {
             return;
@@ -239,6 +239,7 @@ impl Shard {
             }
         }
         let this = self.this.clone();
+        let max_inflight = shared.config.max_inflight_publishes;
         tokio::task::spawn_local(async move {
             // Every job holds a permit and is in an inbox, so the gather completes unless the
             // process is exiting.
@@ -251,7 +252,10 @@ impl Shard {
                 return;
             };
             c.inflight = c.inflight.saturating_sub(1);
-            c.io.wake.notify_one();
+            if c.publish_paused && c.inflight as usize <= max_inflight / 2 {
+                c.publish_paused = false;
+                c.io.wake.notify_one();
+            }
             let data = json!({ "results": results.results() });
             shard.reply(key, "publish", message_id.as_deref(), &data);
             shard.flush_dirty();
