@@ -63,7 +63,7 @@ const READS_PER_WAKE: usize = 4;
 /// Kernel send buffer of an upgraded socket. Small, so that what a slow consumer has not read
 /// is counted in its outbox (where `--send-queue-bytes` sees it and 4008 can overtake it), not
 /// hidden in an autotuned multi-MiB kernel buffer.
-const SOCKET_SEND_BUFFER: usize = 128 * 1024;
+const SOCKET_SEND_BUFFER: usize = 32 * 1024;
 
 /// What a timer carries: the slab key and the connection id (a key may be reused).
 #[derive(Debug, Clone, Copy)]
