@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::{client_frame, odds, RawWs, Server, API_KEY, WAIT};
+use support::{client_frame, odds, parse_server_frame, RawWs, Server, API_KEY, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+
+/// These tests load the machine and some measure latency: they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn publish_frame(id: &str, channel: &str, n: u64) -> Message {
     Message::Text(
@@ -33,6 +36,7 @@ async fn healthz_latency(server: &Server) -> Duration {
 /// `/healthz` and HTTP publishes by 12–21 s; an HTTP publish was answered "shutting down".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_publish_flood_is_backpressured_and_answers_stay_truthful() {
+    let _serial = SERIAL.lock().await;
     // Test clients share two cores with the server: a deep send queue keeps a reader that falls
     // behind for a moment from being closed as a slow consumer.
     let server = Server::start(&["--send-queue-bytes", "67108864"]);
@@ -182,6 +186,7 @@ async fn websocket_publish_flood_is_backpressured_and_answers_stay_truthful() {
 /// only, and a publish could be answered "refused" after it was delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_multi_channel_publish_is_refused_whole() {
+    let _serial = SERIAL.lock().await;
     let server = Server::start(&["--publish-queue", "4"]);
     let channels = ["mc_a", "mc_b", "mc_c", "mc_d"];
     let (mut sub, _) = server.connect("/ws").await;
@@ -314,6 +319,7 @@ async fn publish_many(server: &Server, channel: &str, n: u64, pad: usize) {
 /// Observed: SIGTERM under an inbox backlog took 6–18 s to exit for a 5 s grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_bounded_by_the_grace_under_load() {
+    let _serial = SERIAL.lock().await;
     let mut server = Server::start(&["--shutdown-grace", "3s", "--send-queue-bytes", "268435456"]);
     // A subscriber that never reads and a publisher that never stops.
     let _stalled = stalled_subscriber(&server, "drain").await;
@@ -352,6 +358,7 @@ async fn shutdown_is_bounded_by_the_grace_under_load() {
 /// Observed: a grace above 2 s had no effect, a 2 s close linger ended the drain first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grace_above_two_seconds_lets_a_slow_reader_drain() {
+    let _serial = SERIAL.lock().await;
     let mut server = Server::start(&["--shutdown-grace", "6s", "--send-queue-bytes", "268435456"]);
     let mut slow = stalled_subscriber(&server, "slow_drain").await;
     let n = 400u64;
@@ -382,24 +389,9 @@ async fn read_frame_from(
     buf: &mut Vec<u8>,
 ) -> Option<(u8, Vec<u8>)> {
     loop {
-        if buf.len() >= 2 {
-            let len7 = (buf[1] & 0x7f) as usize;
-            let (len, hdr) = match len7 {
-                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-                127 if buf.len() >= 10 => {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&buf[2..10]);
-                    (u64::from_be_bytes(b) as usize, 10)
-                }
-                126 | 127 => (usize::MAX, 0),
-                n => (n, 2),
-            };
-            if hdr > 0 && buf.len() >= hdr + len {
-                let op = buf[0] & 0x0f;
-                let payload = buf[hdr..hdr + len].to_vec();
-                buf.drain(..hdr + len);
-                return Some((op, payload));
-            }
+        if let Some((op, payload, used)) = parse_server_frame(buf) {
+            buf.drain(..used);
+            return Some((op, payload));
         }
         let mut chunk = [0u8; 16 * 1024];
         match tokio::time::timeout(WAIT, rd.read(&mut chunk)).await {
@@ -414,6 +406,7 @@ async fn read_frame_from(
 /// forever (the linger timer was checked last); the server read 5.9 GB in 12 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_close_linger_ends_however_much_the_client_sends() {
+    let _serial = SERIAL.lock().await;
     let mut server = Server::start(&["--shutdown-grace", "30s"]);
     let RawWs { stream, mut buf } = RawWs::connect(server.addr, "/ws").await;
     let (mut rd, mut wr) = stream.into_split();
@@ -466,6 +459,7 @@ async fn the_close_linger_ends_however_much_the_client_sends() {
 /// well-behaved client got its 1001 3.3 s late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_streaming_client_does_not_starve_its_shard() {
+    let _serial = SERIAL.lock().await;
     let mut server = Server::start(&["--shards", "1"]);
     let (mut polite, _) = server.connect("/ws").await;
     let raw = RawWs::connect(server.addr, "/ws").await;
@@ -536,6 +530,7 @@ async fn metric_sum(server: &Server, name: &str) -> Option<f64> {
 /// Observed: the offset maps kept one entry per channel ever published, on every shard.
 #[tokio::test]
 async fn idle_channel_state_is_freed_and_returns_with_a_new_epoch() {
+    let _serial = SERIAL.lock().await;
     let server = Server::start(&["--history-ttl", "1s"]);
     let (mut holder, _) = server.connect("/ws").await;
     holder.subscribe("held").await;
@@ -607,6 +602,7 @@ async fn idle_channel_state_is_freed_and_returns_with_a_new_epoch() {
 /// linger expired, and the client saw a truncated frame and FIN).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_sees_its_4008() {
+    let _serial = SERIAL.lock().await;
     let server = Server::start(&["--send-queue-bytes", "262144"]);
     let mut slow = stalled_subscriber(&server, "slow").await;
     let (mut witness, _) = server.connect("/ws/odds").await;
@@ -649,6 +645,7 @@ async fn a_slow_consumer_sees_its_4008() {
 /// Observed: a trickled `/api/*` body held its task forever.
 #[tokio::test]
 async fn a_trickled_request_body_is_cut_with_408() {
+    let _serial = SERIAL.lock().await;
     let server = Server::start(&["--handshake-timeout", "1s"]);
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
@@ -671,6 +668,7 @@ async fn a_trickled_request_body_is_cut_with_408() {
 /// of kernel buffer; the close linger expired first and the client saw a truncated frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowly_reading_consumer_sees_its_4008_after_complete_frames() {
+    let _serial = SERIAL.lock().await;
     let server = Server::start(&["--send-queue-bytes", "262144"]);
     let RawWs { stream, mut buf } = RawWs::connect(server.addr, "/ws").await;
     let (mut rd, mut wr) = stream.into_split();
@@ -719,7 +717,7 @@ async fn a_slowly_reading_consumer_sees_its_4008_after_complete_frames() {
     let mut frames = 0u64;
     let mut next_offset = 1u64;
     let code = 'read: loop {
-        while let Some((op, payload, used)) = parse_frame(&buf) {
+        while let Some((op, payload, used)) = parse_server_frame(&buf) {
             buf.drain(..used);
             match op {
                 1 => {
@@ -752,22 +750,4 @@ async fn a_slowly_reading_consumer_sees_its_4008_after_complete_frames() {
         "the close frame reached the reader {waited:?} after the server closed it"
     );
     flood.abort();
-}
-
-/// One complete frame at the start of `buf`: (opcode, payload, bytes used).
-fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let (len, hdr) = match (buf[1] & 0x7f) as usize {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (u64::from_be_bytes(b) as usize, 10)
-        }
-        126 | 127 => return None,
-        n => (n, 2),
-    };
-    (buf.len() >= hdr + len).then(|| (buf[0] & 0x0f, buf[hdr..hdr + len].to_vec(), hdr + len))
 }

@@ -3,8 +3,8 @@
 //! same verdict as an independent model of RFC 6455 §4.2.1 written here over the raw headers:
 //! method GET, HTTP/1.1 or later, a Host, `Upgrade: websocket` and `Connection: upgrade` tokens,
 //! exactly one `Sec-WebSocket-Version` that is `13`, exactly one `Sec-WebSocket-Key` that is 24
-//! chars of canonical base64 for 16 bytes, and an allowed Origin when a list is configured, in
-//! that order. On success the accept value equals `accept_key` of the trimmed key.
+//! chars of canonical base64 for 16 bytes, and, when a list is configured and the request has an
+//! Origin, an allowed one (case-insensitive, one trailing `/` ignored), in that order. On success the accept value equals `accept_key` of the trimmed key.
 //! Each head is checked with no origin list and with a one-entry list.
 
 #![no_main]
@@ -75,14 +75,14 @@ fn model(
     if keys.len() != 1 || !is_key(keys[0].trim_ascii()) {
         return Err(HandshakeError::BadKey);
     }
-    if !origins.is_empty() {
-        // The first Origin header, if it is visible ASCII.
-        let origin = values(raw, "origin").next();
-        let ok = origin.is_some_and(|o| {
-            o.iter().all(|&b| b == b'\t' || (0x20..0x7F).contains(&b))
-                && origins.iter().any(|a| a.as_bytes() == o)
-        });
-        if !ok {
+    // PROTOCOL.md §2: a request without Origin (not a browser) passes; the first Origin header
+    // must equal an allowed one, ignoring ASCII case, surrounding whitespace and one trailing `/`.
+    if let (false, Some(origin)) = (origins.is_empty(), values(raw, "origin").next()) {
+        let norm = |s: &[u8]| -> Vec<u8> {
+            let s = s.trim_ascii();
+            s.strip_suffix(b"/").unwrap_or(s).to_ascii_lowercase()
+        };
+        if !origins.iter().any(|a| norm(a.as_bytes()) == norm(origin)) {
             return Err(HandshakeError::OriginNotAllowed);
         }
     }

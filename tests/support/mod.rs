@@ -477,26 +477,9 @@ impl RawWs {
     /// Reads the next server frame: (opcode, payload); None on EOF.
     pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
-            if self.buf.len() >= 2 {
-                let op = self.buf[0] & 0x0f;
-                let len7 = (self.buf[1] & 0x7f) as usize;
-                let (len, hdr) = match len7 {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&self.buf[2..10]);
-                        (u64::from_be_bytes(b) as usize, 10)
-                    }
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n, 2),
-                };
-                if hdr > 0 && self.buf.len() >= hdr + len {
-                    let payload = self.buf[hdr..hdr + len].to_vec();
-                    self.buf.drain(..hdr + len);
-                    return Some((op, payload));
-                }
+            if let Some((op, payload, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some((op, payload));
             }
             if self.fill().await == 0 {
                 return None;
@@ -527,6 +510,25 @@ impl RawWs {
             }
         }
     }
+}
+
+/// One complete unmasked server frame at the start of `buf`: (opcode, payload, bytes used).
+pub fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, hdr): (usize, usize) = match (buf[1] & 0x7f) as usize {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (usize::try_from(u64::from_be_bytes(b)).ok()?, 10)
+        }
+        126 | 127 => return None,
+        n => (n, 2),
+    };
+    let end = hdr.checked_add(len)?;
+    (buf.len() >= end).then(|| (buf[0] & 0x0f, buf[hdr..end].to_vec(), end))
 }
 
 /// A masked client frame with a fixed mask key.
