@@ -23,6 +23,8 @@ pub mod publish;
 pub mod runtime;
 mod session;
 mod shared;
+#[cfg(test)]
+mod tests;
 mod users;
 
 pub use conn::{Conn, ConnIo};
