@@ -40,7 +40,7 @@ pub async fn drive(cell: Rc<RefCell<Shard>>, key: usize, io: Rc<ConnIo>, early: 
     let mut flushed_at: Option<Instant> = None;
     let mut fin_sent = false;
     loop {
-        let Some(it) = cell.borrow().interest(key) else {
+        let Some(it) = cell.borrow().wants(key) else {
             break;
         };
         let mut deadline = None;

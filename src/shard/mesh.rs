@@ -32,7 +32,7 @@
 
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -172,7 +172,8 @@ pub struct ChannelResult {
 pub struct PublishGather {
     channels: Vec<Arc<str>>,
     offsets: Vec<AtomicU64>,
-    epochs: Mutex<Vec<Option<Arc<str>>>>,
+    /// Set once per channel by its owner: no lock on the per-message path.
+    epochs: Vec<OnceLock<Arc<str>>>,
     recipients: Vec<AtomicU64>,
     pending: Vec<AtomicUsize>,
     remaining: AtomicUsize,
@@ -185,7 +186,7 @@ impl PublishGather {
         let n = channels.len();
         let g = PublishGather {
             offsets: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            epochs: Mutex::new(vec![None; n]),
+            epochs: (0..n).map(|_| OnceLock::new()).collect(),
             recipients: (0..n).map(|_| AtomicU64::new(0)).collect(),
             pending: (0..n).map(|_| AtomicUsize::new(1)).collect(),
             remaining: AtomicUsize::new(n),
@@ -199,9 +200,7 @@ impl PublishGather {
     /// message is about to be sent to.
     pub fn sequenced(&self, index: usize, offset: u64, epoch: &Arc<str>, other_shards: usize) {
         self.offsets[index].store(offset, Ordering::Relaxed);
-        if let Ok(mut e) = self.epochs.lock() {
-            e[index] = Some(epoch.clone());
-        }
+        let _ = self.epochs[index].set(epoch.clone());
         self.pending[index].fetch_add(other_shards, Ordering::AcqRel);
     }
 
@@ -217,18 +216,15 @@ impl PublishGather {
 
     /// The answer, once the receiver returned by `new` has fired.
     pub fn results(&self) -> Vec<ChannelResult> {
-        let epochs = self.epochs.lock().map(|e| e.clone()).unwrap_or_default();
         self.channels
             .iter()
             .enumerate()
             .map(|(i, c)| ChannelResult {
                 channel: c.to_string(),
                 offset: self.offsets[i].load(Ordering::Relaxed),
-                epoch: epochs
-                    .get(i)
-                    .and_then(|e| e.as_deref())
-                    .unwrap_or_default()
-                    .to_owned(),
+                epoch: self.epochs[i]
+                    .get()
+                    .map_or_else(String::new, |e| e.to_string()),
                 recipients: self.recipients[i].load(Ordering::Relaxed),
             })
             .collect()

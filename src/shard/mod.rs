@@ -137,7 +137,7 @@ pub enum ReadOutcome {
 
 /// What the driver should wait for.
 #[derive(Debug, Clone, Copy)]
-pub struct Interest {
+pub struct Wants {
     pub want_write: bool,
     /// False while the connection waits for publish replies or an owner's `InterestAck`.
     pub may_read: bool,
@@ -559,8 +559,8 @@ impl Shard {
     }
 
     /// What the driver should wait for.
-    pub fn interest(&self, key: usize) -> Option<Interest> {
-        self.conns.get(key).map(|c| Interest {
+    pub fn wants(&self, key: usize) -> Option<Wants> {
+        self.conns.get(key).map(|c| Wants {
             want_write: !c.out.is_empty(),
             may_read: !c.state.is_open() || (!c.publish_paused && c.parked.is_none()),
             phase: c.state.phase(),
@@ -798,15 +798,15 @@ impl Shard {
         }
     }
 
-    /// Subscribes `key` to `channel` (idempotent; a repeat replaces the filter). Returns true
-    /// when the channel's view is current (the reply can go now), false while the owner's
-    /// `InterestAck` is awaited.
+    /// Subscribes `key` to `channel` (idempotent; a repeat replaces the filter) and makes sure
+    /// this shard follows the channel. Replies are the caller's: a request only gets here once
+    /// the view is current (`channel_request` parks it until then).
     fn add_subscription(
         &mut self,
         key: usize,
         channel: &Arc<str>,
         filter: Option<crate::protocol::Filter>,
-    ) -> bool {
+    ) {
         let (cid, _) = self.registry.subscribe(channel, key);
         if let Some(conn) = self.conns.get_mut(key) {
             let filter = filter.map(Box::new);
@@ -819,7 +819,7 @@ impl Shard {
             }
             conn.has_filters = conn.subs.iter().any(|s| s.filter.is_some());
         }
-        self.ensure_view(channel)
+        self.ensure_view(channel);
     }
 
     /// Makes sure this shard follows `channel`: on the owner at once, elsewhere by sending
