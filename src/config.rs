@@ -99,6 +99,15 @@ pub struct ServeConfig {
     #[arg(long, env = "HUDDLE_CONN_RATE", default_value = "10/min", value_parser = parse_rate)]
     pub conn_rate: ConnRate,
 
+    /// Messages one WebSocket connection may send, `N/PERIOD` (`50/s`); excess ones get a
+    /// `rate_limited` error and are not processed; `0` or `off` disables.
+    #[arg(long, env = "HUDDLE_MESSAGE_RATE", default_value = "50/s", value_parser = parse_rate)]
+    pub message_rate: ConnRate,
+
+    /// Messages a connection may send at once above `--message-rate` (token bucket size).
+    #[arg(long, env = "HUDDLE_MESSAGE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub message_burst: u32,
+
     /// Largest client message in bytes, after reassembly of fragments.
     #[arg(long, env = "HUDDLE_MAX_MESSAGE_SIZE", default_value_t = 65536)]
     pub max_message_size: usize,

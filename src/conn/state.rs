@@ -23,6 +23,30 @@ pub struct Liveness {
     pub timeout: Duration,
 }
 
+/// Inbound message rate (PROTOCOL.md §9): a token bucket per connection, `per_second` refill
+/// up to `burst`.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRate {
+    pub per_second: f64,
+    pub burst: f64,
+    /// Seconds of the "refused in each of 10 consecutive seconds" rule are whole seconds from
+    /// here (the shard's start), so no connection needs a clock origin of its own.
+    pub origin: Instant,
+}
+
+/// Consecutive seconds with refused messages that close a connection with 4029.
+pub const RATE_STRIKE_SECONDS: u8 = 10;
+
+/// The verdict on one client message under `--message-rate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Accept,
+    /// Over the rate: answer `rate_limited`, do not process it.
+    Refuse,
+    /// Refused messages in each of `RATE_STRIKE_SECONDS` consecutive seconds: close with 4029.
+    Close,
+}
+
 /// What a client frame asks of the shard.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameAction {
@@ -60,6 +84,14 @@ pub struct ConnState {
     pinged: bool,
     /// `/ws/echo`: echo every message, nothing of the pub/sub protocol.
     echo: bool,
+    /// Tokens taken from the message bucket (0 = full), as of `bucket_ms`.
+    debt: f32,
+    /// Milliseconds from `MessageRate::origin` of the last bucket update.
+    bucket_ms: u64,
+    /// The last second (from the origin) in which a message was refused, and how many
+    /// consecutive seconds up to it had refusals.
+    strike_second: u32,
+    strikes: u8,
 }
 
 impl ConnState {
@@ -69,6 +101,36 @@ impl ConnState {
             last_seen: now,
             pinged: false,
             echo,
+            debt: 0.0,
+            bucket_ms: 0,
+            strike_second: 0,
+            strikes: 0,
+        }
+    }
+
+    /// Takes one message from the bucket at `now` (PROTOCOL.md §9).
+    pub fn admit_message(&mut self, now: Instant, rate: &MessageRate) -> Admit {
+        let ms = u64::try_from(now.saturating_duration_since(rate.origin).as_millis())
+            .unwrap_or(u64::MAX);
+        let refill = ms.saturating_sub(self.bucket_ms) as f64 / 1000.0 * rate.per_second;
+        self.bucket_ms = self.bucket_ms.max(ms);
+        let debt = (f64::from(self.debt) - refill).max(0.0);
+        if debt + 1.0 <= rate.burst {
+            self.debt = (debt + 1.0) as f32;
+            return Admit::Accept;
+        }
+        self.debt = debt as f32;
+        let second = u32::try_from(ms / 1000).unwrap_or(u32::MAX);
+        if self.strikes == 0 || second > self.strike_second.saturating_add(1) {
+            self.strikes = 1;
+        } else if second == self.strike_second + 1 {
+            self.strikes = self.strikes.saturating_add(1);
+        }
+        self.strike_second = self.strike_second.max(second);
+        if self.strikes >= RATE_STRIKE_SECONDS {
+            Admit::Close
+        } else {
+            Admit::Refuse
         }
     }
 
@@ -241,6 +303,76 @@ mod tests {
         let t0 = Instant::now();
         let c = ConnState::new(t0, false);
         assert!(c.poll_timeout(&cfg).is_some());
+    }
+
+    fn rate(per_second: f64, burst: f64, origin: Instant) -> MessageRate {
+        MessageRate {
+            per_second,
+            burst,
+            origin,
+        }
+    }
+
+    #[test]
+    fn message_rate_allows_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let r = rate(50.0, 100.0, t0);
+        let mut c = ConnState::new(t0, false);
+        for i in 0..100 {
+            assert_eq!(c.admit_message(t0, &r), Admit::Accept, "burst message {i}");
+        }
+        assert_eq!(c.admit_message(t0, &r), Admit::Refuse);
+        // 50/s: 100 ms later five more.
+        let t = t0 + Duration::from_millis(100);
+        for _ in 0..5 {
+            assert_eq!(c.admit_message(t, &r), Admit::Accept);
+        }
+        assert_eq!(c.admit_message(t, &r), Admit::Refuse);
+        // A quiet while refills the whole burst, no more.
+        let t = t0 + Duration::from_secs(60);
+        for _ in 0..100 {
+            assert_eq!(c.admit_message(t, &r), Admit::Accept);
+        }
+        assert_eq!(c.admit_message(t, &r), Admit::Refuse);
+    }
+
+    #[test]
+    fn refusals_in_ten_consecutive_seconds_close_with_4029() {
+        let t0 = Instant::now();
+        let r = rate(1.0, 1.0, t0);
+        let mut c = ConnState::new(t0, false);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Seconds 0..=8: each has a refused message; second 9 makes ten.
+        for s in 0..9u64 {
+            assert_eq!(c.admit_message(at(s * 1000 + 100), &r), Admit::Accept);
+            assert_eq!(
+                c.admit_message(at(s * 1000 + 200), &r),
+                Admit::Refuse,
+                "second {s}"
+            );
+            assert_eq!(c.admit_message(at(s * 1000 + 300), &r), Admit::Refuse);
+        }
+        assert_eq!(c.admit_message(at(9_100), &r), Admit::Accept);
+        assert_eq!(c.admit_message(at(9_200), &r), Admit::Close);
+    }
+
+    #[test]
+    fn a_second_without_refusals_resets_the_count() {
+        let t0 = Instant::now();
+        let r = rate(1.0, 1.0, t0);
+        let mut c = ConnState::new(t0, false);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for s in (0..9u64).chain(10..19) {
+            c.admit_message(at(s * 1000 + 100), &r);
+            assert_eq!(
+                c.admit_message(at(s * 1000 + 200), &r),
+                Admit::Refuse,
+                "second {s}"
+            );
+        }
+        // Second 9 had no refusal: seconds 10..=18 are nine in a row, the tenth closes.
+        c.admit_message(at(19_100), &r);
+        assert_eq!(c.admit_message(at(19_200), &r), Admit::Close);
     }
 
     #[test]

@@ -44,7 +44,7 @@ use tokio::sync::Notify;
 
 use crate::codec;
 use crate::conn::outbox::Outbox;
-use crate::conn::state::{ConnState, FrameAction, Liveness, TimeoutAction};
+use crate::conn::state::{Admit, ConnState, FrameAction, Liveness, MessageRate, TimeoutAction};
 use crate::conn::{Phase, Subscription};
 use crate::engine::{ChannelEngine, MemoryEngine};
 use crate::error::CloseReason;
@@ -100,6 +100,8 @@ pub struct Shard {
     registry: Registry,
     wheel: TimerWheel<TimerRef>,
     liveness: Liveness,
+    /// `--message-rate` (None: off).
+    message_rate: Option<MessageRate>,
     /// State of the channels this shard owns.
     engine: MemoryEngine,
     /// Channels with local subscribers (or a pending interest), by name.
@@ -168,6 +170,11 @@ impl Shard {
             interval: shared.config.heartbeat_interval,
             timeout: shared.config.heartbeat_timeout,
         };
+        let message_rate = shared.config.message_rate.0.map(|r| MessageRate {
+            per_second: f64::from(r.count) / r.per.as_secs_f64(),
+            burst: f64::from(shared.config.message_burst),
+            origin: now,
+        });
         Rc::new_cyclic(|this| {
             RefCell::new(Shard {
                 id,
@@ -176,6 +183,7 @@ impl Shard {
                 registry: Registry::new(),
                 wheel: TimerWheel::new(tick, slots, now),
                 liveness,
+                message_rate,
                 engine,
                 views: HashMap::new(),
                 users: HashMap::new(),
@@ -468,7 +476,34 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return ReadOutcome::Stop;
         };
-        match conn.state.handle_frame(ev) {
+        let action = conn.state.handle_frame(ev);
+        // Connections opened with the API key are the operator's own publishers (they could
+        // publish over HTTP at any rate): the message rate guards against everyone else.
+        if matches!(action, FrameAction::Text(_) | FrameAction::Binary) && !conn.can_publish {
+            if let Some(rate) = &self.message_rate {
+                match conn.state.admit_message(Instant::now(), rate) {
+                    Admit::Accept => {}
+                    Admit::Refuse => {
+                        self.reply_error(
+                            key,
+                            crate::protocol::ErrorCode::RateLimited,
+                            "over --message-rate: message not processed".into(),
+                            None,
+                        );
+                        return ReadOutcome::Continue;
+                    }
+                    Admit::Close => {
+                        tracing::info!(
+                            shard = self.id,
+                            "closing connection: message rate exceeded"
+                        );
+                        self.close(key, CloseReason::MessageRate);
+                        return ReadOutcome::Stop;
+                    }
+                }
+            }
+        }
+        match action {
             FrameAction::None => ReadOutcome::Continue,
             FrameAction::Send(frame) => {
                 self.queue(key, frame);
