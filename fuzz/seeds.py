@@ -163,6 +163,10 @@ def main():
 
     # conn_state: arbitrary-encoded `Input { echo, interval, timeout, ops }`; a run of bytes
     # decodes to some ops (zeros: no ops; the ramp and repeats: steps, frames, timeouts, closes).
+    # glob: arbitrary-encoded `Input { pattern, text, long }`.
+    write("glob", "zeros", bytes(16))
+    write("glob", "ramp", bytes(range(64)))
+    write("glob", "stars", bytes([8, 2, 0, 2, 1, 2, 0, 2, 1]) + bytes([6, 0, 0, 1, 0, 1, 0]) + bytes([1, 255, 255]))
     write("conn_state", "zeros", bytes(64))
     write("conn_state", "ramp", bytes(range(256)))
     write("conn_state", "short-settings", bytes([0, 3, 9]) + bytes([1, 0, 0, 0, 0x40, 5]) * 40)

@@ -17,6 +17,7 @@
 //! - [`registry`]: channel → members (sorted slab keys, a bitset once dense), per shard.
 //! - [`timer`]: hashed timer wheel for every deadline.
 //! - [`ratelimit`]: the striped per-IP upgrade limiter.
+//! - [`glob`]: channel patterns (`*` = any run), linear-time matching.
 //! - [`error`]: the one table from errors to close codes, client error codes and HTTP statuses.
 //! - [`metrics`]: per-shard counters and the latency histogram.
 //!
@@ -34,6 +35,7 @@ pub mod config;
 pub mod conn;
 pub mod engine;
 pub mod error;
+pub mod glob;
 pub mod handshake;
 pub mod http;
 pub mod metrics;
