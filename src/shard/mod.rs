@@ -329,14 +329,8 @@ impl Shard {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        c.out.push(frame);
-        if c.blocked {
-            if c.state.is_open() && c.out.queued_bytes() > limit {
-                self.slow_consumer(key);
-            }
-        } else if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(key);
+        if enqueue(c, key, frame, limit, &mut self.dirty) {
+            self.slow_consumer(key);
         }
     }
 
@@ -765,14 +759,8 @@ impl Shard {
                     }
                 }
             }
-            conn.out.push(frame.clone());
-            if conn.blocked {
-                if conn.out.queued_bytes() > limit {
-                    self.slow.push(key);
-                }
-            } else if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
+            if enqueue(conn, key, frame.clone(), limit, &mut self.dirty) {
+                self.slow.push(key);
             }
             n += 1;
         }
@@ -948,6 +936,27 @@ impl Shard {
             _ => self.engine.position(channel).map(|p| (p.offset, p.epoch)),
         }
     }
+}
+
+/// Pushes `frame` onto `conn`'s outbox. A connection that is not blocked joins the end-of-batch
+/// flush; a blocked one is not touched again until writable. True when a blocked open connection
+/// went over `limit`: a slow consumer, for the caller to close.
+fn enqueue(
+    conn: &mut Conn,
+    key: usize,
+    frame: Bytes,
+    limit: usize,
+    dirty: &mut Vec<usize>,
+) -> bool {
+    conn.out.push(frame);
+    if conn.blocked {
+        return conn.state.is_open() && conn.out.queued_bytes() > limit;
+    }
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
+    }
+    false
 }
 
 /// One vectored write loop of a connection's outbox.
