@@ -158,6 +158,64 @@ pub struct ServeConfig {
     #[arg(long, env = "HUDDLE_HISTORY_TTL", value_name = "D", default_value = "5m", value_parser = parse_duration)]
     pub history_ttl: Duration,
 
+    /// HMAC secret for tokens (HS256, HS384, HS512); turns tokens on (PROTOCOL.md §9).
+    #[arg(
+        long,
+        env = "HUDDLE_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key for tokens: RSA (RS256/384/512, PS256/384/512), EC (ES256, ES384) or
+    /// Ed25519 (EdDSA); turns tokens on. Reread on SIGHUP.
+    #[arg(long, env = "HUDDLE_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWKS document (`{"keys":[…]}`) of token keys chosen by the token's `kid`; turns tokens on.
+    /// Reread on SIGHUP, so keys rotate without a restart or a dropped connection.
+    #[arg(long, env = "HUDDLE_JWT_JWKS_FILE", value_name = "FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// Accepted `aud` values (comma-separated); when set, tokens must carry one of them.
+    #[arg(
+        long,
+        env = "HUDDLE_JWT_AUDIENCE",
+        value_name = "AUD",
+        value_delimiter = ','
+    )]
+    pub jwt_audience: Vec<String>,
+
+    /// Accepted `iss` values (comma-separated); when set, tokens must carry one of them.
+    #[arg(
+        long,
+        env = "HUDDLE_JWT_ISSUER",
+        value_name = "ISS",
+        value_delimiter = ','
+    )]
+    pub jwt_issuer: Vec<String>,
+
+    /// Clock skew allowed on `exp` and `nbf` (at most 5m). 0 by default: a token is refused, and
+    /// its connection closed with 4401, from the second of its `exp` on.
+    #[arg(long, env = "HUDDLE_JWT_LEEWAY", value_name = "D", default_value = "0s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// Refuse upgrades without a valid token (or API key) with 401; needs a token key.
+    #[arg(long, env = "HUDDLE_REQUIRE_AUTH")]
+    pub require_auth: bool,
+
+    /// Channels anyone may subscribe to, comma-separated glob patterns (`*` = any run). With
+    /// tokens off every channel is open.
+    #[arg(
+        long,
+        env = "HUDDLE_PUBLIC_CHANNELS",
+        value_name = "LIST",
+        value_delimiter = ',',
+        num_args = 0..,
+        default_value = "games,odds,predictions,game_*,odds_*,predictions_*,lines,eliminations"
+    )]
+    pub public_channels: Vec<String>,
+
     /// Serve `GET /ws/echo`, which echoes every message through the same codec and limits
     /// (for conformance runs such as Autobahn; off by default).
     #[arg(long, env = "HUDDLE_ECHO_ENDPOINT")]
@@ -174,6 +232,18 @@ impl ServeConfig {
         match self.shards {
             Some(n) => usize::from(n),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// The token settings (`--jwt-*`).
+    pub fn auth_settings(&self) -> crate::auth::Settings {
+        crate::auth::Settings {
+            secret: self.jwt_secret.clone().filter(|s| !s.is_empty()),
+            public_key: self.jwt_public_key.clone(),
+            jwks_file: self.jwt_jwks_file.clone(),
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            leeway: self.jwt_leeway,
         }
     }
 
@@ -206,6 +276,7 @@ impl ServeConfig {
                 MAX_HANDSHAKE_TIMEOUT,
             ),
             ("--history-ttl", self.history_ttl, false, MAX_HISTORY_TTL),
+            ("--jwt-leeway", self.jwt_leeway, true, MAX_JWT_LEEWAY),
         ];
         for (flag, value, zero_ok, max) in durations {
             if value.is_zero() && !zero_ok {
@@ -226,6 +297,15 @@ impl ServeConfig {
                     humantime::format_duration(MAX_RATE_PERIOD)
                 ));
             }
+        }
+        if self.require_auth && !self.auth_settings().enabled() {
+            return Err(
+                "--require-auth needs a token key: --jwt-secret, --jwt-public-key or --jwt-jwks-file"
+                    .into(),
+            );
+        }
+        if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            return Err("--jwt-secret must be at least 16 bytes".into());
         }
         if self.max_message_size < 125 {
             return Err("--max-message-size must be at least 125".into());
@@ -249,7 +329,13 @@ impl ServeConfig {
     /// Trims list entries and drops empty ones, so `--allowed-origins ""` or `"a, b,"` and an
     /// empty `HUDDLE_API_KEY=` mean what they look like (no entry), never an empty key or origin.
     fn normalize(&mut self) {
-        for list in [&mut self.allowed_origins, &mut self.api_keys] {
+        for list in [
+            &mut self.allowed_origins,
+            &mut self.api_keys,
+            &mut self.jwt_audience,
+            &mut self.jwt_issuer,
+            &mut self.public_channels,
+        ] {
             for item in list.iter_mut() {
                 let trimmed = item.trim();
                 if trimmed.len() != item.len() {
@@ -267,6 +353,7 @@ pub const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
 pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MAX_HISTORY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const MAX_JWT_LEEWAY: Duration = Duration::from_secs(300);
 pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_INFLIGHT_PUBLISHES: usize = 65536;
 pub const MAX_PUBLISH_QUEUE: usize = 1 << 24;

@@ -32,6 +32,8 @@
 //! | `NotUpgrade`, `UnsupportedVersion` | 426 | `bad_handshake` |
 //! | `OriginNotAllowed` | 403 | `forbidden_origin` |
 //! | `RateLimited` | 429 (+ `Retry-After`) | `rate_limited` |
+//! | `Unauthorized` (token), `BadApiKey` | 401 (+ `WWW-Authenticate: Bearer`) | `unauthorized` |
+//! | `Forbidden` (an endpoint's channels) | 403 | `forbidden` |
 //!
 //! **Refused `/api/*` requests** ([`ApiError::status_and_code`], [`ApiError::extra_headers`]):
 //!
@@ -239,6 +241,10 @@ pub fn handshake_status(e: &HandshakeError) -> (StatusCode, &'static str) {
         }
         HandshakeError::OriginNotAllowed => (StatusCode::FORBIDDEN, "forbidden_origin"),
         HandshakeError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        HandshakeError::Unauthorized(_) | HandshakeError::BadApiKey => {
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        }
+        HandshakeError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
     }
 }
 
@@ -333,7 +339,10 @@ mod tests {
             | HandshakeError::UnsupportedVersion
             | HandshakeError::BadKey
             | HandshakeError::OriginNotAllowed
-            | HandshakeError::RateLimited { .. } => {}
+            | HandshakeError::RateLimited { .. }
+            | HandshakeError::Unauthorized(_)
+            | HandshakeError::BadApiKey
+            | HandshakeError::Forbidden(_) => {}
         }
         match a {
             ApiError::Unauthorized
@@ -411,6 +420,13 @@ mod tests {
                 429,
                 "rate_limited",
             ),
+            (
+                HandshakeError::Unauthorized(crate::auth::AuthError::Expired),
+                401,
+                "unauthorized",
+            ),
+            (HandshakeError::BadApiKey, 401, "unauthorized"),
+            (HandshakeError::Forbidden("odds".into()), 403, "forbidden"),
         ];
         for (e, status, code) in handshake {
             assert_eq!(handshake_status(&e), (status_of(status), code), "{e:?}");

@@ -8,7 +8,7 @@
 //! exists this one does. No backtracking: `*a*a*a*…b` against `aaaa…` costs one pass.
 
 /// A compiled pattern, shareable between connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {
     /// The pattern split at `*`; one element when it has no star.
     segments: Vec<Box<str>>,

@@ -18,6 +18,7 @@
 //! - [`timer`]: hashed timer wheel for every deadline.
 //! - [`ratelimit`]: the striped per-IP upgrade limiter.
 //! - [`glob`]: channel patterns (`*` = any run), linear-time matching.
+//! - [`auth`]: JWT verification (keys, JWKS, claims, expiry) and channel rights.
 //! - [`error`]: the one table from errors to close codes, client error codes and HTTP statuses.
 //! - [`metrics`]: per-shard counters and the latency histogram.
 //!
@@ -30,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod conn;

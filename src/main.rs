@@ -36,8 +36,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if server.shared.auth.is_none() {
+        tracing::warn!(
+            "tokens are off (no --jwt-secret, --jwt-public-key or --jwt-jwks-file): every channel \
+             is open and user_id is taken as given; for development only"
+        );
+    }
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing::info!(shards, "huddle listening on {}", server.addr);
-    wait_for_signal();
+    signals.wait(&server);
     tracing::info!(?grace, "signal received: closing connections with 1001");
     server.shutdown();
     if !server.join_within(grace) {
@@ -50,33 +63,53 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGTERM or SIGINT.
-fn wait_for_signal() {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start signal runtime: {e}");
-            return;
-        }
-    };
-    rt.block_on(async {
+/// SIGTERM, SIGINT and SIGHUP, listened for from before the ready line is logged (a SIGHUP
+/// sent on seeing it must not find the default action, which ends the process).
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _guard = rt.enter();
+        let term = signal(SignalKind::terminate())?;
+        let int = signal(SignalKind::interrupt())?;
+        let hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
             Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+                tracing::error!("cannot listen for SIGHUP (no key reload): {e}");
+                None
             }
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    });
+        drop(_guard);
+        Ok(Signals { rt, term, int, hup })
+    }
+
+    /// Blocks until SIGTERM or SIGINT; reloads the token keys on every SIGHUP meanwhile.
+    fn wait(mut self, server: &huddle::server::ServerHandle) {
+        let Signals { rt, term, int, hup } = &mut self;
+        rt.block_on(async {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    Some(()) = async {
+                        match hup.as_mut() {
+                            Some(h) => h.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => server.reload_keys(),
+                }
+            }
+        });
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -23,6 +23,10 @@ pub struct ShardMetrics {
     pub slow_consumer_disconnects: IntCounter,
     pub heartbeat_expiries: IntCounter,
     pub rate_limited_upgrades: IntCounter,
+    /// Connections closed with 4401: token expired without a refresh.
+    pub token_expiries: IntCounter,
+    /// Upgrades refused with 401 (bad, expired or missing token).
+    pub auth_refused: IntCounter,
     /// Seconds from publish (offset assigned) to the socket write that carried the frame.
     pub publish_to_write: Histogram,
 }
@@ -89,6 +93,14 @@ impl Metrics {
             "huddle_rate_limited_upgrades_total",
             "Upgrade requests refused with 429 by --conn-rate.",
         );
+        let token_expiries = counter(
+            "huddle_token_expiries_total",
+            "Connections closed with 4401 because their token expired without a refresh.",
+        );
+        let auth_refused = counter(
+            "huddle_auth_refused_total",
+            "Upgrade requests refused with 401: invalid, expired or (with --require-auth) missing token.",
+        );
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "huddle_publish_to_write_seconds",
@@ -122,6 +134,8 @@ impl Metrics {
                     slow_consumer_disconnects: slow.with_label_values(&l),
                     heartbeat_expiries: expiries.with_label_values(&l),
                     rate_limited_upgrades: limited.with_label_values(&l),
+                    token_expiries: token_expiries.with_label_values(&l),
+                    auth_refused: auth_refused.with_label_values(&l),
                     publish_to_write: latency.with_label_values(&l),
                 }
             })

@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::config::ServeConfig;
-use crate::metrics::Metrics;
-use crate::ratelimit::ConnRateLimiter;
-use crate::shard::mesh::Admission;
-use crate::shard::{Shared, Shutdown, UserIndex};
+use crate::shard::Shared;
 
 /// A running server.
 pub struct ServerHandle {
@@ -28,18 +25,7 @@ pub fn start(config: ServeConfig, api_keys: Vec<String>) -> std::io::Result<Serv
     let listeners = crate::shard::listener::bind(config.listen, n)?;
     let addr = listeners[0].local_addr()?;
     let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
-    let shared = Arc::new(Shared {
-        conn_limiter: config.conn_rate.0.map(ConnRateLimiter::new),
-        admission: (0..n)
-            .map(|_| Admission::new(config.publish_queue))
-            .collect(),
-        config,
-        api_keys,
-        metrics: Metrics::new(n),
-        inboxes,
-        users: UserIndex::default(),
-        shutdown: Shutdown::new(n),
-    });
+    let shared = Arc::new(Shared::new(config, api_keys, inboxes).map_err(std::io::Error::other)?);
     let mut threads = Vec::with_capacity(n);
     for (id, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
         threads.push(crate::shard::runtime::spawn(
@@ -61,6 +47,19 @@ impl ServerHandle {
     /// Asks every shard to close its connections with 1001 and stop.
     pub fn shutdown(&self) {
         self.shared.shutdown.trigger();
+    }
+
+    /// `SIGHUP`: reads the token key files again (PROTOCOL.md §9); connections are kept, and
+    /// new upgrades and refreshes use the new keys. On error the old keys stay.
+    pub fn reload_keys(&self) {
+        let Some(auth) = &self.shared.auth else {
+            tracing::info!("SIGHUP: tokens are off, nothing to reload");
+            return;
+        };
+        match auth.reload() {
+            Ok(jwks) => tracing::info!(jwks_keys = jwks, "SIGHUP: token keys reloaded"),
+            Err(e) => tracing::error!("SIGHUP: token keys not reloaded, keeping the old ones: {e}"),
+        }
     }
 
     /// Waits for every shard thread to finish, at most `limit`; false if some were still

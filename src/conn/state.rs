@@ -72,6 +72,8 @@ pub enum TimeoutAction {
     Ping(Bytes),
     /// Silent for `timeout`: close with 4001.
     Expire,
+    /// The token's `exp` (+ leeway) passed without a refresh: close with 4401.
+    TokenExpired,
 }
 
 /// A connection's protocol state.
@@ -92,6 +94,9 @@ pub struct ConnState {
     /// consecutive seconds up to it had refusals.
     strike_second: u32,
     strikes: u8,
+    /// When the connection's token runs out (None: no token). A deadline like the heartbeat's:
+    /// `poll_timeout` gives the earlier of the two.
+    expires_at: Option<Instant>,
 }
 
 impl ConnState {
@@ -105,7 +110,18 @@ impl ConnState {
             bucket_ms: 0,
             strike_second: 0,
             strikes: 0,
+            expires_at: None,
         }
+    }
+
+    /// Sets (or, after a `refresh`, moves) the token deadline.
+    pub fn set_expiry(&mut self, at: Option<Instant>) {
+        self.expires_at = at;
+    }
+
+    /// The token deadline, if the connection has a token.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
     }
 
     /// Takes one message from the bucket at `now` (PROTOCOL.md §9).
@@ -152,8 +168,9 @@ impl ConnState {
         self.pinged = false;
     }
 
-    /// The next liveness deadline: a ping after `interval` of silence, expiry `timeout` after
-    /// the last frame once pinged. None once closing (the driver's linger bounds that).
+    /// The next deadline: a ping after `interval` of silence, expiry `timeout` after the last
+    /// frame once pinged, or the token's end if sooner. None once closing (the driver's linger
+    /// bounds that).
     pub fn poll_timeout(&self, cfg: &Liveness) -> Option<Instant> {
         if !self.is_open() {
             return None;
@@ -163,13 +180,17 @@ impl ConnState {
         } else {
             cfg.interval.min(cfg.timeout)
         };
-        Some(self.last_seen.checked_add(after).unwrap_or(self.last_seen))
+        let liveness = self.last_seen.checked_add(after).unwrap_or(self.last_seen);
+        Some(self.expires_at.map_or(liveness, |t| t.min(liveness)))
     }
 
     /// Called at (or after) `poll_timeout`.
     pub fn handle_timeout(&mut self, now: Instant, cfg: &Liveness) -> TimeoutAction {
         if !self.is_open() {
             return TimeoutAction::None;
+        }
+        if self.expires_at.is_some_and(|t| now >= t) {
+            return TimeoutAction::TokenExpired;
         }
         let silent = now.saturating_duration_since(self.last_seen);
         if silent >= cfg.timeout {
@@ -449,5 +470,34 @@ mod tests {
             panic!("echo")
         };
         assert_eq!(&f[..], &[0x82, 2, b'a', b'b']);
+    }
+
+    #[test]
+    fn token_expiry_rides_the_same_deadline() {
+        let t0 = Instant::now();
+        let mut c = ConnState::new(t0, false);
+        c.set_expiry(Some(t0 + secs(10)));
+        assert_eq!(
+            c.poll_timeout(&CFG),
+            Some(t0 + secs(10)),
+            "sooner than the ping"
+        );
+        assert_eq!(c.handle_timeout(t0 + secs(9), &CFG), TimeoutAction::None);
+        // A refresh moves it past the ping: the ping comes first, then the new end.
+        c.set_expiry(Some(t0 + secs(45)));
+        assert_eq!(c.poll_timeout(&CFG), Some(t0 + secs(30)));
+        assert!(matches!(
+            c.handle_timeout(t0 + secs(30), &CFG),
+            TimeoutAction::Ping(_)
+        ));
+        c.on_activity(t0 + secs(31));
+        assert_eq!(c.poll_timeout(&CFG), Some(t0 + secs(45)));
+        assert_eq!(
+            c.handle_timeout(t0 + secs(45), &CFG),
+            TimeoutAction::TokenExpired
+        );
+        c.close(CloseReason::TokenExpired, t0 + secs(45));
+        assert_eq!(c.poll_timeout(&CFG), None);
+        assert_eq!(c.handle_timeout(t0 + secs(99), &CFG), TimeoutAction::None);
     }
 }

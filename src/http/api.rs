@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{api_error, json_response, Resp};
 use crate::error::ApiError;
-use crate::protocol::{DirectMessage, PublishRequest};
+use crate::protocol::{user_channel_key, DirectMessage, PublishRequest};
 use crate::shard::publish::{self, Refused};
 use crate::shard::Shared;
 
@@ -73,9 +73,7 @@ async fn dispatch(
             let mut body = read_body(shared, req).await?;
             let msg = DirectMessage::parse_send(&mut body)?;
             if msg.channel.is_some() {
-                return Err(ApiError::NotImplemented(
-                    "per-user channels (\"channel\" in /api/send, PROTOCOL.md §9) are not available in this version",
-                ));
+                return user_channel(shared, msg).await;
             }
             let user = msg.user_id.clone();
             direct(shared, shard, user, msg).await
@@ -112,6 +110,30 @@ async fn direct(
     .await
     .map_err(refused)?;
     Ok(json_response(StatusCode::OK, &json!({ "recipients": n })))
+}
+
+/// `/api/send` with `"channel":"bankroll"` (or `bets`): a channel message on that user's own
+/// stream, with an offset like any channel message, delivered only to that user's
+/// subscriptions of the channel (PROTOCOL.md §9).
+async fn user_channel(shared: &Arc<Shared>, msg: DirectMessage) -> Result<Resp, ApiError> {
+    let (Some(user), Some(channel)) = (msg.user_id, msg.channel) else {
+        return Err(ApiError::NotFound);
+    };
+    let request = PublishRequest {
+        channels: vec![user_channel_key(&channel, &user)],
+        event_type: msg.event_type,
+        data: msg.data,
+        message_id: msg.message_id,
+    };
+    let results = publish::publish(shared, request).await.map_err(refused)?;
+    let r = results.first();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "recipients": r.map_or(0, |r| r.recipients),
+            "results": results,
+        }),
+    ))
 }
 
 async fn stats(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
@@ -158,7 +180,7 @@ fn authorized(headers: &http::HeaderMap, allowed: impl Fn(&str) -> bool) -> bool
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
+        .and_then(crate::auth::bearer);
     let x_key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -167,16 +189,6 @@ fn authorized(headers: &http::HeaderMap, allowed: impl Fn(&str) -> bool) -> bool
     let by_bearer = bearer.is_some_and(&allowed);
     let by_header = x_key.is_some_and(&allowed);
     by_bearer | by_header
-}
-
-/// The token of a `Bearer` credential: `bearer`, `Bearer`, `BEARER`… then whitespace, then it.
-fn bearer_token(value: &str) -> Option<&str> {
-    let value = value.trim();
-    let (scheme, token) = value.split_once([' ', '\t'])?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// The whole body, refusing more than 1 MiB before reading it when Content-Length says so, and

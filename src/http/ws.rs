@@ -13,10 +13,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{error, Resp};
+use crate::auth::{bearer, AuthError, Rights};
 use crate::error::handshake_status;
 use crate::handshake::{self, HandshakeError};
 use crate::protocol::is_valid_channel;
-use crate::shard::{ConnParams, Shard};
+use crate::shard::{unix_now, ConnParams, Shard, Shared, TokenGrant};
 
 /// Channels a WebSocket path subscribes to on connect (PROTOCOL.md §2); None: no such path.
 pub fn path_channels(path: &str) -> Option<Vec<String>> {
@@ -43,7 +44,7 @@ pub fn path_channels(path: &str) -> Option<Vec<String>> {
 struct Query {
     user_id: Option<String>,
     api_key: Option<String>,
-    token: bool,
+    token: Option<String>,
 }
 
 fn query(uri: &http::Uri) -> Query {
@@ -52,11 +53,72 @@ fn query(uri: &http::Uri) -> Query {
         match &*k {
             "user_id" if !v.is_empty() => q.user_id = Some(v.into_owned()),
             "api_key" => q.api_key = Some(v.into_owned()),
-            "token" => q.token = true,
+            "token" => q.token = Some(v.into_owned()),
             _ => {}
         }
     }
     q
+}
+
+/// Who is connecting, decided before the upgrade (PROTOCOL.md §9).
+struct Credentials {
+    user_id: Option<String>,
+    api_key: bool,
+    token: Option<TokenGrant>,
+}
+
+/// Checks the API key and the token of an upgrade request. A key or token that is given but
+/// wrong is refused (401), never quietly ignored.
+fn credentials(
+    shared: &Shared,
+    headers: &http::HeaderMap,
+    q: Query,
+) -> Result<Credentials, HandshakeError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let given_key = q
+        .api_key
+        .as_deref()
+        .or_else(|| header("x-api-key"))
+        .map(str::trim);
+    let api_key = match given_key {
+        Some(k) if shared.key_allowed(k) => true,
+        Some(_) => return Err(HandshakeError::BadApiKey),
+        None => false,
+    };
+    let Some(auth) = &shared.auth else {
+        // Tokens off (development): user_id as given, every channel open; a token is not read.
+        return Ok(Credentials {
+            user_id: q.user_id,
+            api_key,
+            token: None,
+        });
+    };
+    let token = q
+        .token
+        .or_else(|| header("authorization").and_then(bearer).map(str::to_owned));
+    let Some(token) = token else {
+        if shared.config.require_auth && !api_key {
+            return Err(HandshakeError::Unauthorized(AuthError::Required));
+        }
+        // Anonymous: with tokens on, user_id comes from `sub` only.
+        return Ok(Credentials {
+            user_id: None,
+            api_key,
+            token: None,
+        });
+    };
+    let id = auth
+        .verify(&token, unix_now())
+        .map_err(HandshakeError::Unauthorized)?;
+    Ok(Credentials {
+        user_id: Some(id.user),
+        api_key,
+        token: Some(TokenGrant {
+            valid_for: id.valid_for,
+            expires_in: id.expires_in,
+            grants: id.grants,
+        }),
+    })
 }
 
 /// Answers an upgrade request and, on success, spawns the connection.
@@ -90,14 +152,6 @@ pub fn upgrade(
         Ok(a) => a,
         Err(e) => return refuse(peer, &e),
     };
-    let q = query(req.uri());
-    if q.token {
-        return error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "token authentication (PROTOCOL.md §9) is not available in this version",
-        );
-    }
     if let Some(limiter) = &shared.conn_limiter {
         if let Err(wait) = limiter.check(peer.ip(), Instant::now()) {
             shared.metrics.shard(shard_id).rate_limited_upgrades.inc();
@@ -117,21 +171,31 @@ pub fn upgrade(
             "server is shutting down",
         );
     }
-    let header_key = req
-        .headers()
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let can_publish = q
-        .api_key
-        .as_deref()
-        .or(header_key.as_deref())
-        .is_some_and(|k| shared.key_allowed(k.trim()));
+    let creds = match credentials(&shared, req.headers(), query(req.uri())) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.metrics.shard(shard_id).auth_refused.inc();
+            return refuse(peer, &e);
+        }
+    };
+    let rights = Rights {
+        user: creds.user_id.as_deref(),
+        grants: creds.token.as_ref().map(|t| &t.grants),
+        api_key: creds.api_key,
+    };
+    if let Some(Err(why)) = channels
+        .iter()
+        .map(|c| shared.policy.subscribe_key(c, &rights).map(|_| ()))
+        .find(Result::is_err)
+    {
+        return refuse(peer, &HandshakeError::Forbidden(why));
+    }
     let params = ConnParams {
         echo,
         channels,
-        user_id: q.user_id,
-        can_publish,
+        user_id: creds.user_id,
+        api_key: creds.api_key,
+        token: creds.token,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::task::spawn_local(async move {
@@ -181,6 +245,16 @@ fn refuse(peer: SocketAddr, e: &HandshakeError) -> Resp {
         }
         HandshakeError::RateLimited { retry_after_secs } => {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        // RFC 6750 §3: the scheme, and that the token (not the request) is what failed.
+        HandshakeError::Unauthorized(AuthError::Required) => {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        HandshakeError::Unauthorized(_) => {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
         }
         _ => {}
     }

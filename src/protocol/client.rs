@@ -74,6 +74,8 @@ pub enum ClientRequest {
     Unsubscribe(Vec<String>),
     /// `publish`: a validated publish request (the connection's right to publish is the server's check).
     Publish(PublishRequest),
+    /// `refresh`: a new token for the connection (PROTOCOL.md §9); verified by the server.
+    Refresh(String),
 }
 
 impl ClientRequest {
@@ -84,6 +86,7 @@ impl ClientRequest {
             ClientRequest::Subscribe(_) => "user_subscription",
             ClientRequest::Unsubscribe(_) => "user_unsubscription",
             ClientRequest::Publish(_) => "publish",
+            ClientRequest::Refresh(_) => "refresh",
         }
     }
 }
@@ -194,10 +197,17 @@ fn parse_request(
                 "data: required; expected {\"channel\":…,\"event_type\":…,\"data\":{…}}".into(),
             ))),
         },
+        "refresh" => match obj.get("data").and_then(|d| d.get("token")) {
+            Some(Value::String(t)) if !t.is_empty() => Ok(ClientRequest::Refresh(t.clone())),
+            _ => Err(Ok((
+                ErrorCode::InvalidMessage,
+                "data.token: required; expected {\"token\":\"<JWT>\"}".into(),
+            ))),
+        },
         other => Err(Ok((
             ErrorCode::UnknownEvent,
             format!(
-                "unknown event_type {}; clients may send heartbeat, user_subscription, user_unsubscription, publish",
+                "unknown event_type {}; clients may send heartbeat, user_subscription, user_unsubscription, publish, refresh",
                 quoted(other, MAX_EVENT_TYPE_LEN)
             ),
         ))),
@@ -556,7 +566,7 @@ mod tests {
         let e = code(r#"{"message_id":5,"event_type":"heartbeat"}"#);
         assert_eq!((e.code, e.reply_to), (ErrorCode::InvalidMessage, None));
 
-        for s in ["game_update", "HEARTBEAT", "refresh", "subscribe"] {
+        for s in ["game_update", "HEARTBEAT", "Refresh", "subscribe"] {
             let e = code(&format!(r#"{{"event_type":"{s}","message_id":"x1"}}"#));
             assert_eq!(
                 (e.code, e.reply_to.as_deref()),

@@ -42,7 +42,7 @@
 //! - simd-json refuses integers outside the i64/u64 range (e.g. `18446744073709551616`) and
 //!   `1e400` as malformed JSON (HTTP 400 / `invalid_message`).
 //! - Publishing has no cap on the number of channels beyond the body size; unknown client events
-//!   (including `refresh`, which belongs to the not yet built [auth] section) answer `unknown_event`.
+//!   answer `unknown_event`.
 //!
 //! Layout, one file per concern (callers use the re-exports below, `crate::protocol::X`):
 //! `names` (channel and event-type rules, limits, event lists), `json` (depth check, simd-json
@@ -66,8 +66,9 @@ pub use crate::error::{ErrorCode, PublishError};
 pub use client::{parse_client_message, ClientError, ClientMessage, ClientRequest, SubscribeSpec};
 pub use filter::Filter;
 pub use names::{
-    is_valid_channel, is_valid_event_type, MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, MAX_FILTER_KEYS,
-    MAX_FILTER_VALUES, MAX_JSON_DEPTH, MAX_MESSAGE_ID_LEN, SERVER_ONLY_EVENTS, SUPPORTED_EVENTS,
+    is_user_channel, is_valid_channel, is_valid_event_type, user_channel_key, wire_name,
+    MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, MAX_FILTER_KEYS, MAX_FILTER_VALUES, MAX_JSON_DEPTH,
+    MAX_MESSAGE_ID_LEN, SERVER_ONLY_EVENTS, SUPPORTED_EVENTS, USER_CHANNELS,
 };
 pub use out::{timestamp_now, OutMessage};
 pub use publish::{DirectMessage, PublishRequest};

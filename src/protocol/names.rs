@@ -26,6 +26,7 @@ pub const SUPPORTED_EVENTS: &[&str] = &[
     "user_unsubscription",
     "error",
     "publish",
+    "refresh",
 ];
 
 /// Event types only the server may emit; publishing them is refused so clients can trust them.
@@ -48,6 +49,26 @@ pub fn is_valid_channel(name: &str) -> bool {
         && name.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'#' | b'-')
         })
+}
+
+/// Per-user channels (PROTOCOL.md §9): a subscriber reads only its own user's stream.
+pub const USER_CHANNELS: &[&str] = &["bets", "bankroll"];
+
+/// True for `bets` and `bankroll`.
+pub fn is_user_channel(name: &str) -> bool {
+    USER_CHANNELS.contains(&name)
+}
+
+/// The internal stream name of `user`'s own `channel`. `/` is never in a client's channel name,
+/// so no name a client can subscribe to or publish to collides with it.
+pub fn user_channel_key(channel: &str, user: &str) -> String {
+    format!("{channel}/{user}")
+}
+
+/// The channel name clients see for an internal stream name (the name itself, except for a
+/// user's stream, which shows as its channel).
+pub fn wire_name(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(channel, _)| channel)
 }
 
 /// Custom event types: [a-z][a-z0-9_]{0,63}.

@@ -118,6 +118,6 @@ mod tests {
         let now = timestamp_now();
         assert_eq!(now.len(), "2026-11-25T18:04:05.123Z".len(), "{now}");
         assert!(now.ends_with('Z') && is_rfc3339(&now), "{now}");
-        assert!(SUPPORTED_EVENTS.contains(&"connection_ack") && SUPPORTED_EVENTS.len() == 10);
+        assert!(SUPPORTED_EVENTS.contains(&"connection_ack") && SUPPORTED_EVENTS.len() == 11);
     }
 }

@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::json::parse_json;
-use super::names::{bad_channel, is_valid_channel, MAX_MESSAGE_ID_LEN};
+use super::names::{
+    bad_channel, is_user_channel, is_valid_channel, MAX_MESSAGE_ID_LEN, USER_CHANNELS,
+};
 use super::validate::validate_payload;
 use crate::error::PublishError;
 
@@ -77,6 +79,12 @@ impl PublishRequest {
         for name in &names {
             if !is_valid_channel(name) {
                 return Err(PublishError::InvalidChannel(bad_channel(name)));
+            }
+            if is_user_channel(name) {
+                return Err(PublishError::Invalid(format!(
+                    "channel {name} is per user: send to one user with POST /api/send \
+                     {{\"user_id\":…,\"channel\":\"{name}\",…}}"
+                )));
             }
             keep.push(seen.insert(name.as_str()));
         }
@@ -151,6 +159,12 @@ impl DirectMessage {
         if let Some(c) = &channel {
             if !is_valid_channel(c) {
                 return Err(PublishError::InvalidChannel(bad_channel(c)));
+            }
+            if !is_user_channel(c) {
+                return Err(PublishError::Invalid(format!(
+                    "channel: {c} is not a per-user channel ({}); publish to it with POST /api/publish",
+                    USER_CHANNELS.join(", ")
+                )));
             }
         }
         Ok(DirectMessage {
@@ -253,9 +267,19 @@ mod tests {
         assert_eq!(req.channels, ["odds_7", "odds", "lines"]);
         assert_eq!(req.message_id.as_deref(), Some("m1"));
         let req =
-            publish(json!({"channels":["bets"],"event_type":"bet_placed","data":{"a":1}})).unwrap();
-        assert_eq!(req.channels, ["bets"]);
+            publish(json!({"channels":["eliminations"],"event_type":"bet_placed","data":{"a":1}}))
+                .unwrap();
+        assert_eq!(req.channels, ["eliminations"]);
         assert_eq!(req.data, obj(json!({"a":1})));
+        // Per-user channels are reached through /api/send only.
+        for c in ["bets", "bankroll"] {
+            let e =
+                publish(json!({"channels":["odds", c],"event_type":"x","data":{}})).unwrap_err();
+            assert!(
+                matches!(&e, PublishError::Invalid(m) if m.contains("/api/send")),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! connection's own driver task removes it, so a key never changes owner while the task runs.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::auth::{Grants, Rights};
 use crate::conn::outbox::Outbox;
 use crate::conn::state::ConnState;
 use crate::conn::Subscription;
@@ -31,7 +33,11 @@ pub struct Conn {
     pub subs: Vec<Subscription>,
     /// True when any subscription carries a filter (skips the lookup on the fan-out path).
     pub has_filters: bool,
-    pub can_publish: bool,
+    /// Connected with an API key: may publish anywhere, exempt from `--message-rate`.
+    pub api_key: bool,
+    /// The token's `channels`/`publish` claims, shared with every local connection that
+    /// presented the same ones (None: no token, or a token with neither claim).
+    pub grants: Option<Arc<Grants>>,
     /// Phase, liveness and close handshake.
     pub state: ConnState,
     pub timer: Option<TimerId>,
@@ -55,6 +61,20 @@ impl Conn {
     /// The subscription to `channel`, if any.
     pub fn subscription(&self, channel: ChannelId) -> Option<&Subscription> {
         self.subs.iter().find(|s| s.channel == channel)
+    }
+
+    /// What this connection may do (PROTOCOL.md §9).
+    pub fn rights(&self) -> Rights<'_> {
+        Rights {
+            user: self.user_id.as_deref(),
+            grants: self.grants.as_deref(),
+            api_key: self.api_key,
+        }
+    }
+
+    /// The connection came with a token (it has an expiry, and may `refresh`).
+    pub fn has_token(&self) -> bool {
+        self.state.expires_at().is_some()
     }
 
     /// The `connection_id` shown to clients.

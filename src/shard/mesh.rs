@@ -220,7 +220,7 @@ impl PublishGather {
             .iter()
             .enumerate()
             .map(|(i, c)| ChannelResult {
-                channel: c.to_string(),
+                channel: crate::protocol::wire_name(c).to_owned(),
                 offset: self.offsets[i].load(Ordering::Relaxed),
                 epoch: self.epochs[i]
                     .get()

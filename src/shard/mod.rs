@@ -25,10 +25,12 @@ mod session;
 mod shared;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod users;
 
 pub use conn::{Conn, ConnIo};
 pub use shared::{key_matches, Shared, Shutdown};
+pub use tokens::unix_now;
 pub use users::UserIndex;
 
 use std::cell::RefCell;
@@ -88,7 +90,7 @@ struct View {
 /// A subscription request waiting for the owners' `InterestAck`s of its channels. The
 /// connection is not read meanwhile, so its requests are still answered in order.
 pub(crate) struct Parked {
-    request: crate::protocol::ClientRequest,
+    op: session::ChannelOp,
     reply_to: Option<String>,
 }
 
@@ -108,6 +110,8 @@ pub struct Shard {
     views: HashMap<Arc<str>, View>,
     /// Local connections of each user, for `/api/send`.
     users: HashMap<Box<str>, Vec<usize>>,
+    /// One compiled copy of each distinct pair of token claims in use on this shard.
+    grants: std::collections::HashSet<Arc<crate::auth::Grants>>,
     dirty: Vec<usize>,
     /// Connections found over `--send-queue-bytes` during a fan-out, closed after it.
     slow: Vec<usize>,
@@ -151,8 +155,19 @@ pub struct ConnParams {
     /// `/ws/echo`: echo every message, send nothing of the pub/sub protocol.
     pub echo: bool,
     pub channels: Vec<String>,
+    /// The token's `sub`, or (tokens off) the `user_id` query parameter.
     pub user_id: Option<String>,
-    pub can_publish: bool,
+    pub api_key: bool,
+    pub token: Option<TokenGrant>,
+}
+
+/// What a verified token gives a connection (PROTOCOL.md §9).
+pub struct TokenGrant {
+    /// Until the connection is closed with 4401 unless refreshed.
+    pub valid_for: Duration,
+    /// Whole seconds until `exp`, announced in `connection_ack`.
+    pub expires_in: u64,
+    pub grants: crate::auth::Grants,
 }
 
 impl Shard {
@@ -187,6 +202,7 @@ impl Shard {
                 engine,
                 views: HashMap::new(),
                 users: HashMap::new(),
+                grants: Default::default(),
                 dirty: Vec::new(),
                 slow: Vec::new(),
                 targets: Vec::new(),
@@ -237,7 +253,8 @@ impl Shard {
             user_id: params.user_id.map(String::into_boxed_str),
             subs: Vec::new(),
             has_filters: false,
-            can_publish: params.can_publish,
+            api_key: params.api_key,
+            grants: None,
             state: ConnState::new(now, params.echo),
             timer: None,
             out: Outbox::default(),
@@ -247,6 +264,10 @@ impl Shard {
             publish_paused: false,
             parked: None,
         });
+        let expires_in = params.token.as_ref().map(|t| t.expires_in);
+        if let Some(t) = params.token {
+            self.grant(key, t, now);
+        }
         let cfg = self.liveness;
         if let Some(c) = self.conns.get_mut(key) {
             c.timer = c
@@ -263,7 +284,7 @@ impl Shard {
             self.add_subscription(key, &ch, None);
         }
         if !params.echo {
-            let ack = self.connection_ack(key, &params.channels);
+            let ack = self.connection_ack(key, &params.channels, expires_in);
             self.queue(key, ack);
         }
         self.metrics().connections.inc();
@@ -294,6 +315,8 @@ impl Shard {
         conn.has_filters = false;
         let timer = conn.timer.take();
         let user = conn.user_id.take();
+        let grants = conn.grants.take();
+        self.release_grants(grants);
         for s in subs {
             self.leave_channel(s.channel, key);
         }
@@ -473,7 +496,7 @@ impl Shard {
         let action = conn.state.handle_frame(ev);
         // Connections opened with the API key are the operator's own publishers (they could
         // publish over HTTP at any rate): the message rate guards against everyone else.
-        if matches!(action, FrameAction::Text(_) | FrameAction::Binary) && !conn.can_publish {
+        if matches!(action, FrameAction::Text(_) | FrameAction::Binary) && !conn.api_key {
             if let Some(rate) = &self.message_rate {
                 match conn.state.admit_message(Instant::now(), rate) {
                     Admit::Accept => {}
@@ -619,6 +642,11 @@ impl Shard {
                     self.close(t.key, CloseReason::HeartbeatTimeout);
                     continue;
                 }
+                TimeoutAction::TokenExpired => {
+                    self.metrics().token_expiries.inc();
+                    self.close(t.key, CloseReason::TokenExpired);
+                    continue;
+                }
                 TimeoutAction::Ping(frame) => self.queue(t.key, frame),
                 TimeoutAction::None => {}
             }
@@ -683,7 +711,7 @@ impl Shard {
         let timestamp = crate::protocol::timestamp_now();
         let frame = encode(&OutMessage {
             event_type: &job.body.event_type,
-            channel: Some(&job.channel),
+            channel: Some(crate::protocol::wire_name(&job.channel)),
             offset: Some(pos.offset),
             message_id: Some(&job.body.message_id),
             reply_to: None,
@@ -803,7 +831,7 @@ impl Shard {
             channels: self
                 .registry
                 .iter()
-                .map(|(name, n)| (Box::from(name), n as u64))
+                .map(|(name, n)| (Box::from(crate::protocol::wire_name(name)), n as u64))
                 .collect(),
         }
     }

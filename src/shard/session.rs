@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::{encode, publish, Parked, Shard};
 use crate::protocol::{
-    parse_client_message, ClientMessage, ClientRequest, ErrorCode, OutMessage, PublishRequest,
-    SubscribeSpec, SUPPORTED_EVENTS,
+    parse_client_message, ClientMessage, ClientRequest, ErrorCode, Filter, OutMessage,
+    PublishRequest, SubscribeSpec, SUPPORTED_EVENTS,
 };
 
 impl Shard {
@@ -42,32 +42,75 @@ impl Shard {
                 self.reply(key, "heartbeat", reply_to, &data);
             }
             ClientRequest::Publish(req) => self.publish_from(key, req, msg.message_id),
-            request => self.channel_request(key, request, msg.message_id),
+            ClientRequest::Refresh(token) => self.refresh(key, &token, reply_to),
+            ClientRequest::Subscribe(specs) => {
+                let op = self.resolve_subscribe(key, specs);
+                self.channel_request(key, op, msg.message_id)
+            }
+            ClientRequest::Unsubscribe(names) => {
+                let op = self.resolve_unsubscribe(key, names);
+                self.channel_request(key, op, msg.message_id)
+            }
         }
     }
 
-    /// A subscribe or unsubscribe. Channels this shard does not follow yet are asked of their
+    /// Each channel of a subscribe request with the stream it reads, or why it may not.
+    fn resolve_subscribe(&self, key: usize, specs: Vec<SubscribeSpec>) -> ChannelOp {
+        let Some(conn) = self.conns.get(key) else {
+            return ChannelOp::Subscribe(Vec::new());
+        };
+        let rights = conn.rights();
+        let policy = &self.shared.policy;
+        ChannelOp::Subscribe(
+            specs
+                .into_iter()
+                .map(|spec| Resolved {
+                    stream: policy
+                        .subscribe_key(&spec.channel, &rights)
+                        .map(|k| Arc::from(&*k)),
+                    name: spec.channel,
+                    filter: spec.filter,
+                })
+                .collect(),
+        )
+    }
+
+    fn resolve_unsubscribe(&self, key: usize, names: Vec<String>) -> ChannelOp {
+        let Some(conn) = self.conns.get(key) else {
+            return ChannelOp::Unsubscribe(Vec::new());
+        };
+        let rights = conn.rights();
+        let policy = &self.shared.policy;
+        ChannelOp::Unsubscribe(
+            names
+                .into_iter()
+                .map(|name| Resolved {
+                    stream: Ok(Arc::from(&*policy.unsubscribe_key(&name, &rights))),
+                    name,
+                    filter: None,
+                })
+                .collect(),
+        )
+    }
+
+    /// A subscribe or unsubscribe. Streams this shard does not follow yet are asked of their
     /// owners first; the request is parked (and the connection not read) until every answer
     /// is in, so its replies carry exact offsets and come in request order.
-    fn channel_request(&mut self, key: usize, request: ClientRequest, reply_to: Option<String>) {
+    fn channel_request(&mut self, key: usize, op: ChannelOp, reply_to: Option<String>) {
         let Some(conn_id) = self.conns.get(key).map(|c| c.id) else {
             return;
         };
-        let subscribing = matches!(request, ClientRequest::Subscribe(_));
-        let channels: Vec<Arc<str>> = request_channels(&request)
-            .into_iter()
-            .map(Arc::from)
-            .collect();
+        let subscribing = matches!(op, ChannelOp::Subscribe(_));
         let mut waiting = false;
-        for ch in &channels {
+        for stream in op.streams() {
             let acked = if subscribing {
-                self.ensure_view(ch)
+                self.ensure_view(stream)
             } else {
-                self.views.get(ch).is_none_or(|v| v.acked)
+                self.views.get(stream).is_none_or(|v| v.acked)
             };
             if !acked {
                 waiting = true;
-                if let Some(v) = self.views.get_mut(ch) {
+                if let Some(v) = self.views.get_mut(stream) {
                     if !v.waiters.contains(&(key, conn_id)) {
                         v.waiters.push((key, conn_id));
                     }
@@ -76,14 +119,14 @@ impl Shard {
         }
         if waiting {
             if let Some(c) = self.conns.get_mut(key) {
-                c.parked = Some(Box::new(Parked { request, reply_to }));
+                c.parked = Some(Box::new(Parked { op, reply_to }));
             }
             return;
         }
-        self.run_channel_request(key, request, reply_to.as_deref());
+        self.run_channel_request(key, op, reply_to.as_deref());
     }
 
-    /// Resumes a parked request once every channel it names is followed.
+    /// Resumes a parked request once every stream it names is followed.
     pub(super) fn unpark(&mut self, key: usize, conn_id: u64) {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == conn_id) else {
             return;
@@ -91,8 +134,9 @@ impl Shard {
         let Some(parked) = conn.parked.take() else {
             return;
         };
-        let still_waiting = request_channels(&parked.request)
-            .into_iter()
+        let still_waiting = parked
+            .op
+            .streams()
             .any(|n| self.views.get(n).is_some_and(|v| !v.acked));
         if still_waiting {
             // Another channel's ack resumes it.
@@ -104,52 +148,60 @@ impl Shard {
         if let Some(c) = self.conns.get_mut(key) {
             c.io.wake.notify_one();
         }
-        let Parked { request, reply_to } = *parked;
-        self.run_channel_request(key, request, reply_to.as_deref());
+        let Parked { op, reply_to } = *parked;
+        self.run_channel_request(key, op, reply_to.as_deref());
     }
 
-    fn run_channel_request(&mut self, key: usize, request: ClientRequest, reply_to: Option<&str>) {
-        match request {
-            ClientRequest::Subscribe(specs) => self.subscribe(key, specs, reply_to),
-            ClientRequest::Unsubscribe(channels) => self.unsubscribe(key, channels, reply_to),
-            _ => {}
+    fn run_channel_request(&mut self, key: usize, op: ChannelOp, reply_to: Option<&str>) {
+        match op {
+            ChannelOp::Subscribe(list) => self.subscribe(key, list, reply_to),
+            ChannelOp::Unsubscribe(list) => self.unsubscribe(key, list, reply_to),
         }
     }
 
-    fn subscribe(&mut self, key: usize, specs: Vec<SubscribeSpec>, reply_to: Option<&str>) {
+    fn subscribe(&mut self, key: usize, list: Vec<Resolved>, reply_to: Option<&str>) {
         let max = self.shared.config.max_subscriptions;
-        for spec in specs {
+        for r in list {
             let Some(conn) = self.conns.get(key) else {
                 return;
             };
-            let channel: Arc<str> = Arc::from(spec.channel.as_str());
+            let stream = match r.stream {
+                Ok(s) => s,
+                Err(why) => {
+                    self.reply_error(key, ErrorCode::Forbidden, why, reply_to);
+                    continue;
+                }
+            };
             let already = self
                 .registry
-                .lookup(&channel)
+                .lookup(&stream)
                 .is_some_and(|cid| conn.subscription(cid).is_some());
             if !already && conn.subs.len() >= max {
                 self.reply_error(
                     key,
                     ErrorCode::TooManySubscriptions,
-                    format!("{channel}: at most {max} subscriptions per connection"),
+                    format!("{}: at most {max} subscriptions per connection", r.name),
                     reply_to,
                 );
                 // The view asked for it may have no member now.
-                if self.registry.lookup(&channel).is_none() {
-                    self.release_view(&channel);
+                if self.registry.lookup(&stream).is_none() {
+                    self.release_view(&stream);
                 }
                 continue;
             }
-            self.add_subscription(key, &channel, spec.filter);
-            self.channel_reply(key, &channel, true, reply_to);
+            self.add_subscription(key, &stream, r.filter);
+            self.channel_reply(key, &r.name, &stream, true, reply_to);
         }
     }
 
-    fn unsubscribe(&mut self, key: usize, channels: Vec<String>, reply_to: Option<&str>) {
-        for channel in channels {
+    fn unsubscribe(&mut self, key: usize, list: Vec<Resolved>, reply_to: Option<&str>) {
+        for r in list {
+            let Ok(stream) = r.stream else {
+                continue;
+            };
             // Answered with the position before leaving: no message of the channel follows.
-            let position = self.position_of(&channel);
-            if let Some(cid) = self.registry.lookup(&channel) {
+            let position = self.position_of(&stream);
+            if let Some(cid) = self.registry.lookup(&stream) {
                 if let Some(conn) = self.conns.get_mut(key) {
                     if let Some(i) = conn.subs.iter().position(|s| s.channel == cid) {
                         conn.subs.swap_remove(i);
@@ -158,19 +210,21 @@ impl Shard {
                     }
                 }
             }
-            self.render_channel_reply(key, &channel, false, reply_to, position);
+            self.render_channel_reply(key, &r.name, false, reply_to, position);
         }
     }
 
-    /// A `user_subscription` / `user_unsubscription` reply with the channel's current position.
+    /// A `user_subscription` / `user_unsubscription` reply for `channel` (as the client named
+    /// it) with the current position of `stream`.
     pub(super) fn channel_reply(
         &mut self,
         key: usize,
         channel: &str,
+        stream: &str,
         subscribed: bool,
         reply_to: Option<&str>,
     ) {
-        let position = self.position_of(channel);
+        let position = self.position_of(stream);
         self.render_channel_reply(key, channel, subscribed, reply_to, position);
     }
 
@@ -195,7 +249,7 @@ impl Shard {
         self.reply(key, event, reply_to, &data);
     }
 
-    /// Publish over the WebSocket: needs the API key at connect. Refused whole with
+    /// Publish over the WebSocket: needs the API key at connect or a token's `publish` claim. Refused whole with
     /// `overloaded` when an owner's budget is spent; otherwise sequenced (in place for channels
     /// this shard owns) and answered from a task once every interested shard has queued it. The
     /// connection stops being read at `--max-inflight-publishes` unanswered, until half are.
@@ -203,14 +257,12 @@ impl Shard {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        if !conn.can_publish {
-            self.reply_error(
-                key,
-                ErrorCode::Forbidden,
-                "publishing needs the API key: connect with ?api_key=KEY or an X-API-Key header"
-                    .into(),
-                message_id.as_deref(),
-            );
+        if let Err(why) = self
+            .shared
+            .policy
+            .may_publish(&req.channels, &conn.rights())
+        {
+            self.reply_error(key, ErrorCode::Forbidden, why, message_id.as_deref());
             return;
         }
         let conn_id = conn.id;
@@ -299,13 +351,18 @@ impl Shard {
     }
 
     /// The first frame of every connection.
-    pub(super) fn connection_ack(&self, key: usize, channels: &[String]) -> Bytes {
+    pub(super) fn connection_ack(
+        &self,
+        key: usize,
+        channels: &[String],
+        expires_in: Option<u64>,
+    ) -> Bytes {
         let config = &self.shared.config;
         let (id, user) = match self.conns.get(key) {
             Some(c) => (c.public_id(), c.user_id.as_deref().map(str::to_owned)),
             None => (String::new(), None),
         };
-        let data = json!({
+        let mut data = json!({
             "connection_id": id,
             "server_time": crate::protocol::timestamp_now(),
             "heartbeat_interval": seconds(config.heartbeat_interval),
@@ -313,6 +370,9 @@ impl Shard {
             "supported_events": SUPPORTED_EVENTS,
             "subscriptions": channels,
         });
+        if let (Some(n), Some(obj)) = (expires_in, data.as_object_mut()) {
+            obj.insert("expires_in".into(), json!(n));
+        }
         encode(&OutMessage {
             event_type: "connection_ack",
             channel: None,
@@ -335,11 +395,24 @@ fn seconds(d: Duration) -> Value {
     }
 }
 
-/// The channel names a subscribe or unsubscribe request is about.
-fn request_channels(request: &ClientRequest) -> Vec<&str> {
-    match request {
-        ClientRequest::Subscribe(specs) => specs.iter().map(|s| s.channel.as_str()).collect(),
-        ClientRequest::Unsubscribe(channels) => channels.iter().map(String::as_str).collect(),
-        _ => Vec::new(),
+/// A subscribe or unsubscribe request with its channels resolved to streams.
+pub(crate) enum ChannelOp {
+    Subscribe(Vec<Resolved>),
+    Unsubscribe(Vec<Resolved>),
+}
+
+/// One channel of a request: the name the client used, the stream it maps to (a user's own
+/// stream for `bets`/`bankroll`) or why the connection may not have it, and its filter.
+pub(crate) struct Resolved {
+    name: String,
+    stream: Result<Arc<str>, String>,
+    filter: Option<Filter>,
+}
+
+impl ChannelOp {
+    /// The streams the request is about (refused channels have none).
+    fn streams(&self) -> impl Iterator<Item = &Arc<str>> {
+        let (ChannelOp::Subscribe(list) | ChannelOp::Unsubscribe(list)) = self;
+        list.iter().filter_map(|r| r.stream.as_ref().ok())
     }
 }

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use super::mesh::{Admission, Inbox};
 use super::users::UserIndex;
+use crate::auth::{Auth, Policy};
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::ratelimit::ConnRateLimiter;
@@ -27,9 +28,42 @@ pub struct Shared {
     /// Distinct users with a connection, for `/api/stats`; written on connect and disconnect.
     pub users: UserIndex,
     pub shutdown: Shutdown,
+    /// The token verifier; None with tokens off (development).
+    pub auth: Option<Auth>,
+    /// Public channels and whether tokens are on (PROTOCOL.md §9).
+    pub policy: Policy,
 }
 
 impl Shared {
+    /// The state for `inboxes.len()` shards: loads the token keys (the error names the flag).
+    pub fn new(
+        config: ServeConfig,
+        api_keys: Vec<String>,
+        inboxes: Vec<Inbox>,
+    ) -> Result<Shared, String> {
+        let n = inboxes.len();
+        let settings = config.auth_settings();
+        let auth = if settings.enabled() {
+            Some(Auth::new(settings)?)
+        } else {
+            None
+        };
+        Ok(Shared {
+            conn_limiter: config.conn_rate.0.map(ConnRateLimiter::new),
+            admission: (0..n)
+                .map(|_| Admission::new(config.publish_queue))
+                .collect(),
+            policy: Policy::new(auth.is_some(), &config.public_channels),
+            auth,
+            config,
+            api_keys,
+            metrics: Metrics::new(n),
+            inboxes,
+            users: UserIndex::default(),
+            shutdown: Shutdown::new(n),
+        })
+    }
+
     /// True if `given` is one of the configured API keys (constant time per key).
     pub fn key_allowed(&self, given: &str) -> bool {
         !given.is_empty()

@@ -13,7 +13,6 @@ use super::mesh::{owner_of, ShardMsg};
 use super::*;
 use crate::codec::{encode_masked_frame, Decoder, OpCode};
 use crate::config::{parse_from, Command};
-use crate::metrics::Metrics;
 
 /// Shared state for `shards` shards with `args` as flags; the inbox receivers are the test's.
 fn shared(shards: usize, args: &[&str]) -> (Arc<Shared>, Vec<mpsc::UnboundedReceiver<ShardMsg>>) {
@@ -22,18 +21,7 @@ fn shared(shards: usize, args: &[&str]) -> (Arc<Shared>, Vec<mpsc::UnboundedRece
     let Command::Serve(config) = parse_from(argv).expect("flags").command;
     let (inboxes, receivers): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
-    let shared = Shared {
-        admission: (0..shards)
-            .map(|_| mesh::Admission::new(config.publish_queue))
-            .collect(),
-        config: *config,
-        api_keys: vec!["k".into()],
-        metrics: Metrics::new(shards),
-        inboxes,
-        conn_limiter: None,
-        users: UserIndex::default(),
-        shutdown: Shutdown::new(shards),
-    };
+    let shared = Shared::new(*config, vec!["k".into()], inboxes).expect("shared state");
     (Arc::new(shared), receivers)
 }
 
@@ -108,7 +96,8 @@ async fn connect(cell: &Rc<RefCell<Shard>>, channels: &[&str]) -> Peer {
         echo: false,
         channels: channels.iter().map(|c| c.to_string()).collect(),
         user_id: None,
-        can_publish: true,
+        api_key: true,
+        token: None,
     };
     let (key, _io) = cell.borrow_mut().register(server, params);
     cell.borrow_mut().flush_dirty();
