@@ -38,6 +38,36 @@ pub enum Command {
     // A repeated flag takes its last value, so wrappers can append overrides.
     #[command(args_override_self = true)]
     Serve(Box<ServeConfig>),
+    /// Print an HS256 token for development and tests (signed with the same secret as
+    /// `serve --jwt-secret`).
+    Token(TokenArgs),
+}
+
+/// `huddle token`: the claims of a development token.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The HMAC secret (the server's `--jwt-secret`).
+    #[arg(long, env = "HUDDLE_JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Lifetime from now (`exp`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Channels the user may subscribe to beyond the public ones (`channels` claim;
+    /// comma-separated glob patterns).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Vec<String>,
+    /// Channels the user may publish to over the WebSocket (`publish` claim; glob patterns).
+    #[arg(long, value_delimiter = ',')]
+    pub publish: Vec<String>,
+    /// `aud` claim.
+    #[arg(long)]
+    pub aud: Option<String>,
+    /// `iss` claim.
+    #[arg(long)]
+    pub iss: Option<String>,
 }
 
 /// Log line format.
@@ -387,8 +417,9 @@ where
     }
     let matches = cmd.try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
-    let Command::Serve(serve) = &mut cli.command;
-    serve.normalize();
+    if let Command::Serve(serve) = &mut cli.command {
+        serve.normalize();
+    }
     Ok(cli)
 }
 
@@ -544,6 +575,7 @@ mod tests {
         argv.extend_from_slice(args);
         match parse_from(argv).expect("parse").command {
             Command::Serve(c) => *c,
+            Command::Token(_) => unreachable!("serve was asked for"),
         }
     }
 
@@ -570,17 +602,26 @@ mod tests {
         assert_eq!(c.max_inflight_publishes, 64);
         assert_eq!(c.publish_queue, 4096);
         assert_eq!(c.history_ttl, Duration::from_secs(300));
+        assert_eq!(c.jwt_leeway, Duration::ZERO);
+        assert!(!c.require_auth && !c.auth_settings().enabled());
+        assert_eq!(
+            c.public_channels.join(","),
+            "games,odds,predictions,game_*,odds_*,predictions_*,lines,eliminations"
+        );
         assert_eq!(c.validate(), Ok(()));
+        let on = serve(&["--jwt-secret", "0123456789abcdef", "--require-auth"]);
+        assert!(on.auth_settings().enabled());
+        assert_eq!(on.validate(), Ok(()));
     }
 
     fn serve_err(args: &[&str]) -> String {
         let mut argv = vec!["huddle", "serve"];
         argv.extend_from_slice(args);
         match parse_from(argv) {
-            Ok(cli) => {
-                let Command::Serve(c) = cli.command;
-                c.validate().expect_err("should be refused")
-            }
+            Ok(Cli {
+                command: Command::Serve(c),
+            }) => c.validate().expect_err("should be refused"),
+            Ok(_) => unreachable!("serve was asked for"),
             Err(e) => e.to_string(),
         }
     }
@@ -647,6 +688,9 @@ mod tests {
         assert!(serve_err(&["--max-inflight-publishes", "0"]).contains("--max-inflight-publishes"));
         assert!(serve_err(&["--publish-queue", "0"]).contains("--publish-queue"));
         assert!(serve_err(&["--publish-queue", "99999999"]).contains("--publish-queue"));
+        assert!(serve_err(&["--require-auth"]).contains("--jwt-secret"));
+        assert!(serve_err(&["--jwt-secret", "short"]).contains("16 bytes"));
+        assert!(serve_err(&["--jwt-leeway", "10m"]).contains("--jwt-leeway"));
         let d = toml_defaults("history-ttl = \"1m\"\npublish-queue = 10\n").unwrap();
         assert!(d.contains(&("history_ttl".into(), "1m".into())));
         assert!(d.contains(&("publish_queue".into(), "10".into())));

@@ -354,5 +354,30 @@ pub fn bearer(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The claims of a development token (`huddle token`).
+#[derive(Debug, serde::Serialize)]
+pub struct DevClaims<'a> {
+    pub sub: &'a str,
+    pub exp: u64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub channels: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub publish: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<&'a str>,
+}
+
+/// Signs `claims` with HS256 (what `huddle token` prints).
+pub fn mint_hs256(secret: &[u8], claims: &DevClaims<'_>) -> Result<String, String> {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests;

@@ -278,3 +278,23 @@ fn errors_never_carry_the_token() {
     let e = a.verify(&t, now()).unwrap_err();
     assert!(!e.to_string().contains(&t[..20]));
 }
+
+#[test]
+fn minted_development_tokens_verify() {
+    let channels = vec!["vip_*".to_string()];
+    let t = mint_hs256(
+        SECRET,
+        &DevClaims {
+            sub: "dev",
+            exp: NOW + 10,
+            channels: &channels,
+            publish: &[],
+            aud: None,
+            iss: None,
+        },
+    )
+    .unwrap();
+    let id = auth(Settings::default()).verify(&t, now()).unwrap();
+    assert_eq!((id.user.as_str(), id.expires_in), ("dev", 10));
+    assert!(id.grants.may_subscribe("vip_1") && id.grants.publish.is_empty());
+}

@@ -18,7 +18,9 @@ use crate::config::{parse_from, Command};
 fn shared(shards: usize, args: &[&str]) -> (Arc<Shared>, Vec<mpsc::UnboundedReceiver<ShardMsg>>) {
     let mut argv = vec!["huddle", "serve"];
     argv.extend_from_slice(args);
-    let Command::Serve(config) = parse_from(argv).expect("flags").command;
+    let Command::Serve(config) = parse_from(argv).expect("flags").command else {
+        unreachable!("serve was asked for")
+    };
     let (inboxes, receivers): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
     let shared = Shared::new(*config, vec!["k".into()], inboxes).expect("shared state");
@@ -85,13 +87,6 @@ impl Peer {
 
 /// Registers a connection on `shard` over a loopback socket pair and reads its ack.
 async fn connect(cell: &Rc<RefCell<Shard>>, channels: &[&str]) -> Peer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let client = std::net::TcpStream::connect(addr).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
     let params = ConnParams {
         echo: false,
         channels: channels.iter().map(|c| c.to_string()).collect(),
@@ -99,6 +94,17 @@ async fn connect(cell: &Rc<RefCell<Shard>>, channels: &[&str]) -> Peer {
         api_key: true,
         token: None,
     };
+    connect_with(cell, params).await
+}
+
+async fn connect_with(cell: &Rc<RefCell<Shard>>, params: ConnParams) -> Peer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
     let (key, _io) = cell.borrow_mut().register(server, params);
     cell.borrow_mut().flush_dirty();
     let mut peer = Peer {
@@ -159,6 +165,71 @@ fn liveness_on_a_fake_clock_pings_once_then_closes_with_4001() {
         assert_eq!(op, 0x8);
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4001);
         assert_eq!(shared.metrics.totals().heartbeat_expiries, 1);
+    });
+}
+
+/// A connection of `user` with a token valid for `valid_for` and these `channels` claims.
+fn token_params(user: &str, valid_for: Duration, channels: &[&str]) -> ConnParams {
+    let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+    ConnParams {
+        echo: false,
+        channels: Vec::new(),
+        user_id: Some(user.into()),
+        api_key: false,
+        token: Some(TokenGrant {
+            valid_for,
+            expires_in: valid_for.as_secs(),
+            grants: crate::auth::Grants::new(&channels, &[]),
+        }),
+    }
+}
+
+#[test]
+fn token_expiry_on_a_fake_clock_closes_with_4401_and_claims_are_shared() {
+    run(async {
+        let (shared, _rx) = shared(
+            1,
+            &["--heartbeat-interval", "30s", "--heartbeat-timeout", "60s"],
+        );
+        let cell = Shard::new_cell(0, shared.clone());
+        let t0 = Instant::now();
+        let mut a = connect_with(
+            &cell,
+            token_params("a", Duration::from_secs(10), &["vip_*"]),
+        )
+        .await;
+        let b = connect_with(
+            &cell,
+            token_params("b", Duration::from_secs(3600), &["vip_*"]),
+        )
+        .await;
+        let c = connect_with(
+            &cell,
+            token_params("c", Duration::from_secs(3600), &["box_*"]),
+        )
+        .await;
+        {
+            let shard = cell.borrow();
+            let (ga, gb) = (&shard.conns[a.key].grants, &shard.conns[b.key].grants);
+            assert!(matches!((ga, gb), (Some(x), Some(y)) if Arc::ptr_eq(x, y)));
+            assert_eq!(shard.grants.len(), 2, "one copy per distinct claims");
+        }
+        cell.borrow_mut().on_tick(t0 + Duration::from_secs(9));
+        a.nothing_pending();
+        cell.borrow_mut().on_tick(t0 + Duration::from_secs(11));
+        let (op, payload) = a.frame();
+        assert_eq!(op, 0x8);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4401);
+        assert_eq!(shared.metrics.shard(0).token_expiries.get(), 1);
+        cell.borrow_mut().remove(a.key);
+        cell.borrow_mut().remove(c.key);
+        assert_eq!(
+            cell.borrow().grants.len(),
+            1,
+            "the vip_* copy lives on with b"
+        );
+        cell.borrow_mut().remove(b.key);
+        assert!(cell.borrow().grants.is_empty());
     });
 }
 

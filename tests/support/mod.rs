@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod tokens;
+
 pub const API_KEY: &str = "test-key";
 /// Upper bound on any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
