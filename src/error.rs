@@ -23,7 +23,8 @@
 //! `RateLimited` → `rate_limited`, `Overloaded` → `overloaded`. A refused WebSocket publish
 //! ([`PublishError::client_code`]): `InvalidChannel` → `invalid_channel`, else `invalid_message`.
 //!
-//! **Refused upgrades** ([`handshake_status`], status and `error.code`):
+//! **Refused upgrades** ([`upgrade_status`], which takes [`handshake_status`] for the handshake
+//! itself; status and `error.code`):
 //!
 //! | [`HandshakeError`] | status | code |
 //! |---|---|---|
@@ -32,8 +33,8 @@
 //! | `NotUpgrade`, `UnsupportedVersion` | 426 | `bad_handshake` |
 //! | `OriginNotAllowed` | 403 | `forbidden_origin` |
 //! | `RateLimited` | 429 (+ `Retry-After`) | `rate_limited` |
-//! | `Unauthorized` (token), `BadApiKey` | 401 (+ `WWW-Authenticate: Bearer`) | `unauthorized` |
-//! | `Forbidden` (an endpoint's channels) | 403 | `forbidden` |
+//! | [`UpgradeError`]`::Unauthorized` (an [`AuthError`]), `BadApiKey` | 401 (+ `WWW-Authenticate: Bearer`) | `unauthorized` |
+//! | [`UpgradeError`]`::Forbidden` (an endpoint's channels) | 403 | `forbidden` |
 //!
 //! **Refused `/api/*` requests** ([`ApiError::status_and_code`], [`ApiError::extra_headers`]):
 //!
@@ -241,10 +242,71 @@ pub fn handshake_status(e: &HandshakeError) -> (StatusCode, &'static str) {
         }
         HandshakeError::OriginNotAllowed => (StatusCode::FORBIDDEN, "forbidden_origin"),
         HandshakeError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        HandshakeError::Unauthorized(_) | HandshakeError::BadApiKey => {
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused tokens and upgrades (§2, §9)
+// ---------------------------------------------------------------------------------------------
+
+/// Why a token was refused (HTTP 401 at the upgrade, `forbidden` for a `refresh`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("token required (--require-auth)")]
+    Required,
+    /// Longer than `auth::MAX_TOKEN_LEN` (8 KiB), refused before any decoding.
+    #[error("token longer than {0} bytes")]
+    TooLarge(usize),
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("alg \"none\" is never accepted")]
+    AlgNone,
+    #[error("algorithm {0:?} is not allowed for the configured keys")]
+    AlgorithmNotAllowed(jsonwebtoken::Algorithm),
+    #[error("unknown kid")]
+    UnknownKid,
+    #[error("token has no kid (needed with --jwt-jwks-file)")]
+    MissingKid,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
+    #[error("wrong audience")]
+    Audience,
+    #[error("wrong issuer")]
+    Issuer,
+    #[error("missing claim {0:?}")]
+    MissingClaim(String),
+    #[error("bad claim: {0}")]
+    BadClaim(String),
+}
+
+/// Why an upgrade request is refused: the handshake itself, or who is asking.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpgradeError {
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// A missing (with `--require-auth`) or invalid token.
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    /// An `api_key` / `X-API-Key` that is not one of the configured keys.
+    #[error("invalid API key")]
+    BadApiKey,
+    /// An endpoint's channels are not open to this connection.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// HTTP status and `error.code` of a refused upgrade.
+pub fn upgrade_status(e: &UpgradeError) -> (StatusCode, &'static str) {
+    match e {
+        UpgradeError::Handshake(h) => handshake_status(h),
+        UpgradeError::Unauthorized(_) | UpgradeError::BadApiKey => {
             (StatusCode::UNAUTHORIZED, "unauthorized")
         }
-        HandshakeError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        UpgradeError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
     }
 }
 
@@ -339,10 +401,7 @@ mod tests {
             | HandshakeError::UnsupportedVersion
             | HandshakeError::BadKey
             | HandshakeError::OriginNotAllowed
-            | HandshakeError::RateLimited { .. }
-            | HandshakeError::Unauthorized(_)
-            | HandshakeError::BadApiKey
-            | HandshakeError::Forbidden(_) => {}
+            | HandshakeError::RateLimited { .. } => {}
         }
         match a {
             ApiError::Unauthorized
@@ -420,16 +479,21 @@ mod tests {
                 429,
                 "rate_limited",
             ),
-            (
-                HandshakeError::Unauthorized(crate::auth::AuthError::Expired),
-                401,
-                "unauthorized",
-            ),
-            (HandshakeError::BadApiKey, 401, "unauthorized"),
-            (HandshakeError::Forbidden("odds".into()), 403, "forbidden"),
         ];
         for (e, status, code) in handshake {
             assert_eq!(handshake_status(&e), (status_of(status), code), "{e:?}");
+            let up = UpgradeError::from(e);
+            assert_eq!(upgrade_status(&up), (status_of(status), code), "{up:?}");
+        }
+        // §9: 401 for tokens and API keys, 403 for an endpoint's channels.
+        let upgrade = [
+            (UpgradeError::from(AuthError::Expired), 401, "unauthorized"),
+            (UpgradeError::from(AuthError::Required), 401, "unauthorized"),
+            (UpgradeError::BadApiKey, 401, "unauthorized"),
+            (UpgradeError::Forbidden("odds".into()), 403, "forbidden"),
+        ];
+        for (e, status, code) in upgrade {
+            assert_eq!(upgrade_status(&e), (status_of(status), code), "{e:?}");
         }
 
         // §7 (401, 413, 400, 422 validation_failed, 503 overloaded + Retry-After, 408,

@@ -31,15 +31,6 @@ pub enum HandshakeError {
     OriginNotAllowed,
     #[error("too many connections from this address; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    /// A missing (with `--require-auth`) or invalid token (PROTOCOL.md §9).
-    #[error("{0}")]
-    Unauthorized(crate::auth::AuthError),
-    /// An `api_key` / `X-API-Key` that is not one of the configured keys.
-    #[error("invalid API key")]
-    BadApiKey,
-    /// An endpoint's channels are not open to this connection.
-    #[error("{0}")]
-    Forbidden(String),
 }
 
 /// Checks an upgrade request; on success returns the `Sec-WebSocket-Accept` value.

@@ -24,6 +24,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
 use parking_lot::RwLock;
 use serde::Deserialize;
 
+pub use crate::error::AuthError;
 pub use keys::KeySet;
 pub use rights::{Grants, Policy, Rights};
 
@@ -32,59 +33,6 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Most patterns one claim (`channels` or `publish`) may hold.
 pub const MAX_CLAIM_PATTERNS: usize = 256;
-
-/// Why a token was refused (HTTP 401 at the upgrade, `forbidden` for a `refresh`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("token required (--require-auth)")]
-    Required,
-    #[error("token longer than {MAX_TOKEN_LEN} bytes")]
-    TooLarge,
-    #[error("malformed token: {0}")]
-    Malformed(String),
-    #[error("alg \"none\" is never accepted")]
-    AlgNone,
-    #[error("algorithm {0:?} is not allowed for the configured keys")]
-    AlgorithmNotAllowed(Algorithm),
-    #[error("unknown kid")]
-    UnknownKid,
-    #[error("token has no kid (needed with --jwt-jwks-file)")]
-    MissingKid,
-    #[error("bad signature")]
-    BadSignature,
-    #[error("token expired")]
-    Expired,
-    #[error("token not valid yet (nbf)")]
-    NotYetValid,
-    #[error("wrong audience")]
-    Audience,
-    #[error("wrong issuer")]
-    Issuer,
-    #[error("missing claim {0:?}")]
-    MissingClaim(String),
-    #[error("bad claim: {0}")]
-    BadClaim(String),
-}
-
-impl AuthError {
-    /// A short stable name for logs and metrics labels.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            AuthError::Required => "required",
-            AuthError::TooLarge => "too_large",
-            AuthError::Malformed(_) => "malformed",
-            AuthError::AlgNone => "alg_none",
-            AuthError::AlgorithmNotAllowed(_) => "algorithm",
-            AuthError::UnknownKid | AuthError::MissingKid => "kid",
-            AuthError::BadSignature => "signature",
-            AuthError::Expired => "expired",
-            AuthError::NotYetValid => "nbf",
-            AuthError::Audience => "audience",
-            AuthError::Issuer => "issuer",
-            AuthError::MissingClaim(_) | AuthError::BadClaim(_) => "claims",
-        }
-    }
-}
 
 /// Who a verified token says the connection is, and for how long.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +120,7 @@ impl Auth {
     /// Verifies `token` at `now` (since the Unix epoch).
     pub fn verify(&self, token: &str, now: Duration) -> Result<Identity, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
-            return Err(AuthError::TooLarge);
+            return Err(AuthError::TooLarge(MAX_TOKEN_LEN));
         }
         let alg = header_alg(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|e| map_error(&e))?;

@@ -157,7 +157,10 @@ fn hostile_tokens_are_refused_for_the_right_reason() {
         );
     }
     let long = "a".repeat(MAX_TOKEN_LEN + 1);
-    assert_eq!(a.verify(&long, now()), Err(AuthError::TooLarge));
+    assert_eq!(
+        a.verify(&long, now()),
+        Err(AuthError::TooLarge(MAX_TOKEN_LEN))
+    );
     // RS256 with only a secret configured.
     let rs = crafted(&json!({"alg": "RS256"}), &payload, "AAAA");
     assert_eq!(

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::{error, Resp};
 use crate::auth::{bearer, AuthError, Rights};
-use crate::error::handshake_status;
+use crate::error::{upgrade_status, UpgradeError};
 use crate::handshake::{self, HandshakeError};
 use crate::protocol::is_valid_channel;
 use crate::shard::{unix_now, ConnParams, Shard, Shared, TokenGrant};
@@ -73,7 +73,7 @@ fn credentials(
     shared: &Shared,
     headers: &http::HeaderMap,
     q: Query,
-) -> Result<Credentials, HandshakeError> {
+) -> Result<Credentials, UpgradeError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let given_key = q
         .api_key
@@ -82,7 +82,7 @@ fn credentials(
         .map(str::trim);
     let api_key = match given_key {
         Some(k) if shared.key_allowed(k) => true,
-        Some(_) => return Err(HandshakeError::BadApiKey),
+        Some(_) => return Err(UpgradeError::BadApiKey),
         None => false,
     };
     let Some(auth) = &shared.auth else {
@@ -98,7 +98,7 @@ fn credentials(
         .or_else(|| header("authorization").and_then(bearer).map(str::to_owned));
     let Some(token) = token else {
         if shared.config.require_auth && !api_key {
-            return Err(HandshakeError::Unauthorized(AuthError::Required));
+            return Err(AuthError::Required.into());
         }
         // Anonymous: with tokens on, user_id comes from `sub` only.
         return Ok(Credentials {
@@ -109,7 +109,7 @@ fn credentials(
     };
     let id = auth
         .verify(&token, unix_now())
-        .map_err(HandshakeError::Unauthorized)?;
+        .map_err(UpgradeError::Unauthorized)?;
     Ok(Credentials {
         user_id: Some(id.user),
         api_key,
@@ -150,18 +150,16 @@ pub fn upgrade(
         &shared.config.allowed_origins,
     ) {
         Ok(a) => a,
-        Err(e) => return refuse(peer, &e),
+        Err(e) => return refuse(peer, &e.into()),
     };
     if let Some(limiter) = &shared.conn_limiter {
         if let Err(wait) = limiter.check(peer.ip(), Instant::now()) {
             shared.metrics.shard(shard_id).rate_limited_upgrades.inc();
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return refuse(
-                peer,
-                &HandshakeError::RateLimited {
-                    retry_after_secs: secs.max(1),
-                },
-            );
+            let e = HandshakeError::RateLimited {
+                retry_after_secs: secs.max(1),
+            };
+            return refuse(peer, &e.into());
         }
     }
     if draining {
@@ -188,7 +186,7 @@ pub fn upgrade(
         .map(|c| shared.policy.subscribe_key(c, &rights).map(|_| ()))
         .find(Result::is_err)
     {
-        return refuse(peer, &HandshakeError::Forbidden(why));
+        return refuse(peer, &UpgradeError::Forbidden(why));
     }
     let params = ConnParams {
         echo,
@@ -230,27 +228,31 @@ pub fn upgrade(
 }
 
 /// The HTTP answer to a refused upgrade, with the headers RFC 6455 / RFC 9110 ask for.
-fn refuse(peer: SocketAddr, e: &HandshakeError) -> Resp {
+/// The log line names the peer and the reason, never the request's query or headers (which
+/// carry tokens and keys).
+fn refuse(peer: SocketAddr, e: &UpgradeError) -> Resp {
     tracing::info!(%peer, "upgrade refused: {e}");
-    let (status, code) = handshake_status(e);
+    let (status, code) = upgrade_status(e);
     let mut resp = error(status, code, e);
     let h = resp.headers_mut();
     match e {
-        HandshakeError::UnsupportedVersion | HandshakeError::NotUpgrade => {
+        UpgradeError::Handshake(
+            HandshakeError::UnsupportedVersion | HandshakeError::NotUpgrade,
+        ) => {
             h.insert(
                 header::SEC_WEBSOCKET_VERSION,
                 HeaderValue::from_static("13"),
             );
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
-        HandshakeError::RateLimited { retry_after_secs } => {
+        UpgradeError::Handshake(HandshakeError::RateLimited { retry_after_secs }) => {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         // RFC 6750 §3: the scheme, and that the token (not the request) is what failed.
-        HandshakeError::Unauthorized(AuthError::Required) => {
+        UpgradeError::Unauthorized(AuthError::Required) => {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        HandshakeError::Unauthorized(_) => {
+        UpgradeError::Unauthorized(_) | UpgradeError::BadApiKey => {
             h.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
