@@ -47,6 +47,11 @@ async fn assert_refused(server: &Server, path: &str, headers: &[(&str, &str)], w
     );
 }
 
+/// Asserts that an upgrade with `?token=` is refused with 401 naming `why`.
+async fn refused_token(server: &Server, token: &str, why: &str) {
+    assert_refused(server, &format!("/ws?token={token}"), &[], why).await;
+}
+
 async fn connect_token(server: &Server, path: &str, token: &str) -> (Client, Value) {
     let sep = if path.contains('?') { '&' } else { '?' };
     server.connect(&format!("{path}{sep}token={token}")).await
@@ -157,7 +162,7 @@ async fn every_bad_token_is_refused_with_401_before_the_upgrade() {
         ),
     ];
     for (token, why) in &cases {
-        assert_refused(&server, &format!("/ws?token={token}"), &[], why).await;
+        refused_token(&server, token, why).await;
     }
     // The same through the header, scheme in any case.
     let (token, why) = &cases[1];
@@ -196,80 +201,45 @@ async fn every_bad_token_is_refused_with_401_before_the_upgrade() {
     );
 }
 
-#[tokio::test]
-async fn rs256_key_refuses_the_hs256_algorithm_confusion() {
-    let keys = KeyPair::rsa();
-    let dir = std::env::temp_dir().join(format!("huddle-rsa-{}", std::process::id()));
+/// A server verifying with `keys`' public key (`--jwt-public-key`), and the file's folder.
+fn pem_server(tag: &str, keys: &KeyPair) -> (Server, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("huddle-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pem = dir.join("public.pem");
     std::fs::write(&pem, &keys.public_pem).unwrap();
-    let server = Server::start(&["--jwt-public-key", pem.to_str().unwrap()]);
-    let c = claims("rsa-user", json!({}));
-    let good = tokens::sign(
-        Algorithm::RS256,
-        None,
-        &keys.encoding_key(Algorithm::RS256),
-        &c,
-    );
-    let (_conn, ack) = connect_token(&server, "/ws", &good).await;
-    assert_eq!(ack["user_id"], "rsa-user");
-    let ps = tokens::sign(
-        Algorithm::PS256,
-        None,
-        &keys.encoding_key(Algorithm::PS256),
-        &c,
-    );
-    connect_token(&server, "/ws", &ps).await;
-    // HS256 "signed" with the server's own public key as the secret.
-    let confused = tokens::sign(
-        Algorithm::HS256,
-        None,
-        &EncodingKey::from_secret(keys.public_pem.as_bytes()),
-        &c,
-    );
-    assert_refused(&server, &format!("/ws?token={confused}"), &[], "HS256").await;
-    // Signed by another RSA key.
-    let stranger = KeyPair::rsa();
-    let forged = tokens::sign(
-        Algorithm::RS256,
-        None,
-        &stranger.encoding_key(Algorithm::RS256),
-        &c,
-    );
-    assert_refused(
-        &server,
-        &format!("/ws?token={forged}"),
-        &[],
-        "bad signature",
+    (
+        Server::start(&["--jwt-public-key", pem.to_str().unwrap()]),
+        dir,
     )
-    .await;
+}
+
+#[tokio::test]
+async fn rs256_key_refuses_the_hs256_algorithm_confusion() {
+    let keys = KeyPair::rsa();
+    let (server, dir) = pem_server("rsa", &keys);
+    let c = claims("rsa-user", json!({}));
+    let (_conn, ack) = connect_token(&server, "/ws", &keys.sign(Algorithm::RS256, &c)).await;
+    assert_eq!(ack["user_id"], "rsa-user");
+    connect_token(&server, "/ws", &keys.sign(Algorithm::PS256, &c)).await;
+    let confused = keys.confused(&c);
+    refused_token(&server, &confused, "HS256").await;
+    // Signed by another RSA key.
+    let forged = KeyPair::rsa().sign(Algorithm::RS256, &c);
+    refused_token(&server, &forged, "bad signature").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn es256_tokens_through_the_header() {
     let keys = KeyPair::p256();
-    let dir = std::env::temp_dir().join(format!("huddle-ec-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pem = dir.join("public.pem");
-    std::fs::write(&pem, &keys.public_pem).unwrap();
-    let server = Server::start(&["--jwt-public-key", pem.to_str().unwrap()]);
+    let (server, dir) = pem_server("ec", &keys);
     let c = claims("ec-user", json!({}));
-    let good = tokens::sign(
-        Algorithm::ES256,
-        None,
-        &keys.encoding_key(Algorithm::ES256),
-        &c,
-    );
-    let (_conn, ack) = connect_bearer(&server, "/ws", &good).await;
+    let (_conn, ack) = connect_bearer(&server, "/ws", &keys.sign(Algorithm::ES256, &c)).await;
     assert_eq!(ack["user_id"], "ec-user");
-    let hs = tokens::sign(
-        Algorithm::HS256,
-        None,
-        &EncodingKey::from_secret(keys.public_pem.as_bytes()),
-        &c,
-    );
-    assert_refused(&server, &format!("/ws?token={hs}"), &[], "not allowed").await;
+    let confused = keys.confused(&c);
+    refused_token(&server, &confused, "not allowed").await;
+    let forged = KeyPair::p256().sign(Algorithm::ES256, &c);
+    refused_token(&server, &forged, "bad signature").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -597,20 +567,8 @@ async fn jwks_keys_rotate_on_sighup_with_connections_kept() {
         )
     };
     let (mut old, _) = connect_token(&server, "/ws", &with("k1", k1)).await;
-    assert_refused(
-        &server,
-        &format!("/ws?token={}", with("k2", k2)),
-        &[],
-        "unknown kid",
-    )
-    .await;
-    assert_refused(
-        &server,
-        &format!("/ws?token={}", hs256(&claims("rot", json!({})))),
-        &[],
-        "no kid",
-    )
-    .await;
+    refused_token(&server, &with("k2", k2), "unknown kid").await;
+    refused_token(&server, &hs256(&claims("rot", json!({}))), "no kid").await;
 
     std::fs::write(&file, tokens::oct_jwks(&[("k2", k2)])).unwrap();
     let status = std::process::Command::new("kill")
@@ -620,13 +578,7 @@ async fn jwks_keys_rotate_on_sighup_with_connections_kept() {
     assert!(status.success());
     server.wait_log("token keys reloaded").await;
     connect_token(&server, "/ws", &with("k2", k2)).await;
-    assert_refused(
-        &server,
-        &format!("/ws?token={}", with("k1", k1)),
-        &[],
-        "unknown kid",
-    )
-    .await;
+    refused_token(&server, &with("k1", k1), "unknown kid").await;
     alive(&mut old).await;
 
     // A broken file keeps the keys in use.

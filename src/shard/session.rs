@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 
-use super::{encode, publish, Parked, Shard};
+use super::{encode, publish, Conn, Parked, Shard};
 use crate::protocol::{
     parse_client_message, ClientMessage, ClientRequest, ErrorCode, Filter, OutMessage,
     PublishRequest, SubscribeSpec, SUPPORTED_EVENTS,
@@ -44,53 +44,44 @@ impl Shard {
             ClientRequest::Publish(req) => self.publish_from(key, req, msg.message_id),
             ClientRequest::Refresh(token) => self.refresh(key, &token, reply_to),
             ClientRequest::Subscribe(specs) => {
-                let op = self.resolve_subscribe(key, specs);
+                let op = self.resolve(key, ChannelRequest::Subscribe(specs));
                 self.channel_request(key, op, msg.message_id)
             }
             ClientRequest::Unsubscribe(names) => {
-                let op = self.resolve_unsubscribe(key, names);
+                let op = self.resolve(key, ChannelRequest::Unsubscribe(names));
                 self.channel_request(key, op, msg.message_id)
             }
         }
     }
 
-    /// Each channel of a subscribe request with the stream it reads, or why it may not.
-    fn resolve_subscribe(&self, key: usize, specs: Vec<SubscribeSpec>) -> ChannelOp {
-        let Some(conn) = self.conns.get(key) else {
-            return ChannelOp::Subscribe(Vec::new());
-        };
-        let rights = conn.rights();
+    /// Each channel of a (un)subscribe request with the stream it reads, or why it may not
+    /// (leaving needs no right).
+    fn resolve(&self, key: usize, request: ChannelRequest) -> ChannelOp {
+        let rights = self.conns.get(key).map(Conn::rights).unwrap_or_default();
         let policy = &self.shared.policy;
-        ChannelOp::Subscribe(
-            specs
-                .into_iter()
-                .map(|spec| Resolved {
-                    stream: policy
-                        .subscribe_key(&spec.channel, &rights)
-                        .map(|k| Arc::from(&*k)),
-                    name: spec.channel,
-                    filter: spec.filter,
-                })
-                .collect(),
-        )
-    }
-
-    fn resolve_unsubscribe(&self, key: usize, names: Vec<String>) -> ChannelOp {
-        let Some(conn) = self.conns.get(key) else {
-            return ChannelOp::Unsubscribe(Vec::new());
-        };
-        let rights = conn.rights();
-        let policy = &self.shared.policy;
-        ChannelOp::Unsubscribe(
-            names
-                .into_iter()
-                .map(|name| Resolved {
-                    stream: Ok(Arc::from(&*policy.unsubscribe_key(&name, &rights))),
-                    name,
-                    filter: None,
-                })
-                .collect(),
-        )
+        let stream = |k: std::borrow::Cow<'_, str>| Arc::from(&*k);
+        match request {
+            ChannelRequest::Subscribe(specs) => ChannelOp::Subscribe(
+                specs
+                    .into_iter()
+                    .map(|spec| Resolved {
+                        stream: policy.subscribe_key(&spec.channel, &rights).map(stream),
+                        name: spec.channel,
+                        filter: spec.filter,
+                    })
+                    .collect(),
+            ),
+            ChannelRequest::Unsubscribe(names) => ChannelOp::Unsubscribe(
+                names
+                    .into_iter()
+                    .map(|name| Resolved {
+                        stream: Ok(stream(policy.unsubscribe_key(&name, &rights))),
+                        name,
+                        filter: None,
+                    })
+                    .collect(),
+            ),
+        }
     }
 
     /// A subscribe or unsubscribe. Streams this shard does not follow yet are asked of their
@@ -393,6 +384,12 @@ fn seconds(d: Duration) -> Value {
     } else {
         json!(d.as_secs_f64())
     }
+}
+
+/// A subscribe or unsubscribe request as the client sent it.
+enum ChannelRequest {
+    Subscribe(Vec<SubscribeSpec>),
+    Unsubscribe(Vec<String>),
 }
 
 /// A subscribe or unsubscribe request with its channels resolved to streams.

@@ -75,6 +75,21 @@ impl KeyPair {
         }
     }
 
+    /// A token signed with the private key.
+    pub fn sign(&self, alg: Algorithm, claims: &Value) -> String {
+        sign(alg, None, &self.encoding_key(alg), claims)
+    }
+
+    /// The classic algorithm confusion: HS256 "signed" with the public key's PEM as the secret.
+    pub fn confused(&self, claims: &Value) -> String {
+        sign(
+            Algorithm::HS256,
+            None,
+            &EncodingKey::from_secret(self.public_pem.as_bytes()),
+            claims,
+        )
+    }
+
     pub fn encoding_key(&self, alg: Algorithm) -> EncodingKey {
         match alg {
             Algorithm::ES256 | Algorithm::ES384 => {
