@@ -221,6 +221,19 @@ fn token_expiry_on_a_fake_clock_closes_with_4401_and_claims_are_shared() {
         assert_eq!(op, 0x8);
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4401);
         assert_eq!(shared.metrics.shard(0).token_expiries.get(), 1);
+        // A refresh that brings the end before the armed heartbeat deadline moves the timer.
+        let grant = token_params("c", Duration::from_secs(5), &["box_*"])
+            .token
+            .unwrap();
+        cell.borrow_mut()
+            .grant(c.key, grant, t0 + Duration::from_secs(11));
+        cell.borrow_mut().on_tick(t0 + Duration::from_secs(17));
+        let mut c = c;
+        let (op, payload) = c.frame();
+        assert_eq!(
+            (op, u16::from_be_bytes([payload[0], payload[1]])),
+            (0x8, 4401)
+        );
         cell.borrow_mut().remove(a.key);
         cell.borrow_mut().remove(c.key);
         assert_eq!(

@@ -25,6 +25,26 @@ impl Shard {
         conn.state.set_expiry(Some(deadline(now, token.valid_for)));
         let old = std::mem::replace(&mut conn.grants, grants);
         self.release_grants(old);
+        self.rearm(key);
+    }
+
+    /// Moves an armed connection timer to its state's next deadline (a refresh may bring the
+    /// token's end before the heartbeat deadline the timer was armed for).
+    fn rearm(&mut self, key: usize) {
+        let cfg = self.liveness;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let (Some(id), Some(at)) = (conn.timer, conn.state.poll_timeout(&cfg)) else {
+            return;
+        };
+        if !self.wheel.reset(id, at) {
+            let t = super::TimerRef {
+                key,
+                conn_id: conn.id,
+            };
+            conn.timer = Some(self.wheel.arm(at, t));
+        }
     }
 
     /// The shard's shared copy of `grants` (None when they grant nothing).
