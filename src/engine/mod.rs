@@ -13,6 +13,7 @@
 //!   (offset, epoch) pair learns that the stream restarted (PROTOCOL.md §10).
 //! - Memory follows the channels in use: idle channels are found by a timer wheel, never a scan.
 
+pub mod history;
 mod memory;
 mod shards;
 
