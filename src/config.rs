@@ -246,6 +246,38 @@ pub struct ServeConfig {
     )]
     pub public_channels: Vec<String>,
 
+    /// Messages each channel keeps for recovery and `/api/history` (0 keeps none; at most
+    /// 100000). Each is kept for `--history-ttl`.
+    #[arg(
+        long,
+        env = "HUDDLE_HISTORY_SIZE",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    pub history_size: usize,
+
+    /// Most messages one recovery replays; a bigger gap answers `"recovered":false` (1 to
+    /// 100000).
+    #[arg(
+        long,
+        env = "HUDDLE_RECOVERY_MAX",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    pub recovery_max: usize,
+
+    /// Channels with presence (`/api/presence`, `join`/`leave` events), comma-separated glob
+    /// patterns.
+    #[arg(
+        long,
+        env = "HUDDLE_PRESENCE_CHANNELS",
+        value_name = "LIST",
+        value_delimiter = ',',
+        num_args = 0..,
+        default_value = "*"
+    )]
+    pub presence_channels: Vec<String>,
+
     /// Serve `GET /ws/echo`, which echoes every message through the same codec and limits
     /// (for conformance runs such as Autobahn; off by default).
     #[arg(long, env = "HUDDLE_ECHO_ENDPOINT")]
@@ -347,7 +379,14 @@ impl ServeConfig {
                 MAX_INFLIGHT_PUBLISHES,
             ),
             ("--publish-queue", self.publish_queue, MAX_PUBLISH_QUEUE),
+            ("--recovery-max", self.recovery_max, MAX_HISTORY_SIZE),
         ];
+        if self.history_size > MAX_HISTORY_SIZE {
+            return Err(format!(
+                "--history-size must be at most {MAX_HISTORY_SIZE} (got {})",
+                self.history_size
+            ));
+        }
         for (flag, value, max) in counts {
             if !(1..=max).contains(&value) {
                 return Err(format!("{flag} must be between 1 and {max} (got {value})"));
@@ -365,6 +404,7 @@ impl ServeConfig {
             &mut self.jwt_audience,
             &mut self.jwt_issuer,
             &mut self.public_channels,
+            &mut self.presence_channels,
         ] {
             for item in list.iter_mut() {
                 let trimmed = item.trim();
@@ -387,6 +427,7 @@ pub const MAX_JWT_LEEWAY: Duration = Duration::from_secs(300);
 pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_INFLIGHT_PUBLISHES: usize = 65536;
 pub const MAX_PUBLISH_QUEUE: usize = 1 << 24;
+pub const MAX_HISTORY_SIZE: usize = 100_000;
 
 /// A duration for an error message: humantime for sane values, seconds for absurd ones.
 fn show_duration(d: Duration) -> String {
@@ -603,6 +644,8 @@ mod tests {
         assert_eq!(c.publish_queue, 4096);
         assert_eq!(c.history_ttl, Duration::from_secs(300));
         assert_eq!(c.jwt_leeway, Duration::ZERO);
+        assert_eq!((c.history_size, c.recovery_max), (100, 1000));
+        assert_eq!(c.presence_channels, ["*"]);
         assert!(!c.require_auth && !c.auth_settings().enabled());
         assert_eq!(
             c.public_channels.join(","),
@@ -689,6 +732,8 @@ mod tests {
         assert!(serve_err(&["--publish-queue", "0"]).contains("--publish-queue"));
         assert!(serve_err(&["--publish-queue", "99999999"]).contains("--publish-queue"));
         assert!(serve_err(&["--require-auth"]).contains("--jwt-secret"));
+        assert!(serve_err(&["--history-size", "100001"]).contains("--history-size"));
+        assert!(serve_err(&["--recovery-max", "0"]).contains("--recovery-max"));
         assert!(serve_err(&["--jwt-secret", "short"]).contains("16 bytes"));
         assert!(serve_err(&["--jwt-leeway", "10m"]).contains("--jwt-leeway"));
         let d = toml_defaults("history-ttl = \"1m\"\npublish-queue = 10\n").unwrap();

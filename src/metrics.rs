@@ -27,6 +27,11 @@ pub struct ShardMetrics {
     pub token_expiries: IntCounter,
     /// Upgrades refused with 401 (bad, expired or missing token).
     pub auth_refused: IntCounter,
+    /// Frames queued by recoveries (PROTOCOL.md §10).
+    pub messages_replayed: IntCounter,
+    /// Messages kept in the history of the channels this shard owns, and their bytes.
+    pub history_messages: IntGauge,
+    pub history_bytes: IntGauge,
     /// Seconds from publish (offset assigned) to the socket write that carried the frame.
     pub publish_to_write: Histogram,
 }
@@ -101,6 +106,18 @@ impl Metrics {
             "huddle_auth_refused_total",
             "Upgrade requests refused with 401: invalid, expired or (with --require-auth) missing token.",
         );
+        let replayed = counter(
+            "huddle_messages_replayed_total",
+            "Frames queued to recovering subscriptions (subscribe with since).",
+        );
+        let history_messages = gauge(
+            "huddle_history_messages",
+            "Messages kept in channel history (--history-size, --history-ttl), per owner shard.",
+        );
+        let history_bytes = gauge(
+            "huddle_history_bytes",
+            "Bytes of the frames kept in channel history, per owner shard.",
+        );
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "huddle_publish_to_write_seconds",
@@ -136,6 +153,9 @@ impl Metrics {
                     rate_limited_upgrades: limited.with_label_values(&l),
                     token_expiries: token_expiries.with_label_values(&l),
                     auth_refused: auth_refused.with_label_values(&l),
+                    messages_replayed: replayed.with_label_values(&l),
+                    history_messages: history_messages.with_label_values(&l),
+                    history_bytes: history_bytes.with_label_values(&l),
                     publish_to_write: latency.with_label_values(&l),
                 }
             })

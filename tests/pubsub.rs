@@ -444,7 +444,7 @@ async fn bad_client_messages_get_error_replies_and_the_connection_goes_on() {
         (r#"{"event_type":"user_subscription","message_id":"s2","data":{"channel":""}}"#.into(), "invalid_channel", Some("s2")),
         (r#"{"event_type":"user_subscription","message_id":"s3","data":{}}"#.into(), "invalid_message", Some("s3")),
         (r#"{"event_type":"user_subscription","message_id":"s4","data":{"channels":["a","b","c"]}}"#.into(), "too_many_subscriptions", Some("s4")),
-        (r#"{"event_type":"user_subscription","message_id":"s5","data":{"channel":"odds","since":{"offset":1,"epoch":"e"}}}"#.into(), "invalid_message", Some("s5")),
+        (r#"{"event_type":"user_subscription","message_id":"s5","data":{"channel":"odds","since":{"offset":1}}}"#.into(), "invalid_message", Some("s5")),
     ];
     for (text, code, reply_to) in cases {
         c.send_text(&text).await;

@@ -55,6 +55,8 @@ impl Phase {
 /// One channel a connection is subscribed to, with its optional client filter.
 pub struct Subscription {
     pub channel: ChannelId,
+    /// Also receives the channel's `join` / `leave` events.
+    pub join_leave: bool,
     pub filter: Option<Box<Filter>>,
 }
 

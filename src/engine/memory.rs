@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use slab::Slab;
 
+use super::history::{History, Miss};
 use super::{new_epoch, ChannelEngine, Position, ShardSet};
 use crate::timer::{TimerId, TimerWheel};
 
@@ -22,6 +24,7 @@ struct Entry {
     interest: ShardSet,
     last_active: Instant,
     timer: Option<TimerId>,
+    history: History,
 }
 
 /// Channel state of the channels one shard owns, in memory.
@@ -30,6 +33,10 @@ pub struct MemoryEngine {
     entries: Slab<Entry>,
     wheel: TimerWheel<usize>,
     idle_ttl: Duration,
+    /// Messages kept per channel (`--history-size`); each for `idle_ttl` (`--history-ttl`).
+    history_size: usize,
+    /// Frames kept over all channels, and their bytes.
+    stored: (usize, usize),
     expired: Vec<usize>,
 }
 
@@ -43,8 +50,27 @@ impl MemoryEngine {
             entries: Slab::new(),
             wheel: TimerWheel::new(tick, slots, now),
             idle_ttl,
+            history_size: 0,
+            stored: (0, 0),
             expired: Vec::new(),
         }
+    }
+
+    /// Keeps the last `size` messages of every channel (0: none).
+    pub fn with_history(mut self, size: usize) -> Self {
+        self.history_size = size;
+        self
+    }
+
+    /// Frames kept over all channels, and their bytes (for `/metrics`).
+    pub fn stored(&self) -> (usize, usize) {
+        self.stored
+    }
+
+    /// Adjusts the totals around a change of one history.
+    fn account(stored: &mut (usize, usize), before: (usize, usize), h: &History) {
+        stored.0 = stored.0 + h.len() - before.0;
+        stored.1 = stored.1 + h.bytes() - before.1;
     }
 
     /// Wheel resolution: how often `handle_timeout` needs calling.
@@ -63,6 +89,7 @@ impl MemoryEngine {
             interest: ShardSet::new(),
             last_active: now,
             timer: None,
+            history: History::default(),
         });
         self.by_name.insert(channel.clone(), k);
         self.arm_if_idle(k);
@@ -152,6 +179,8 @@ impl ChannelEngine for MemoryEngine {
             let due = e.last_active.checked_add(self.idle_ttl).unwrap_or(now);
             if due <= now {
                 let e = self.entries.remove(k);
+                self.stored.0 -= e.history.len();
+                self.stored.1 -= e.history.bytes();
                 self.by_name.remove(&e.name);
                 freed += 1;
             } else {
@@ -164,6 +193,67 @@ impl ChannelEngine for MemoryEngine {
 
     fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    fn record(&mut self, channel: &str, offset: u64, frame: Bytes, now: Instant) {
+        if self.history_size == 0 {
+            return;
+        }
+        let Some(&k) = self.by_name.get(channel) else {
+            return;
+        };
+        let e = &mut self.entries[k];
+        if e.offset != offset {
+            return;
+        }
+        let before = (e.history.len(), e.history.bytes());
+        e.history.trim(now, self.idle_ttl);
+        e.history.push(offset, frame, now, self.history_size);
+        Self::account(&mut self.stored, before, &e.history);
+    }
+
+    fn recover(
+        &self,
+        channel: &str,
+        since: u64,
+        epoch: &str,
+        max: usize,
+        now: Instant,
+    ) -> (Option<Position>, Result<Vec<Bytes>, Miss>) {
+        let Some(&k) = self.by_name.get(channel) else {
+            return (None, Err(Miss::Epoch));
+        };
+        let e = &self.entries[k];
+        let position = Position {
+            offset: e.offset,
+            epoch: e.epoch.clone(),
+        };
+        let replay = if *e.epoch != *epoch {
+            Err(Miss::Epoch)
+        } else {
+            e.history.since(since, e.offset, now, self.idle_ttl, max)
+        };
+        (Some(position), replay)
+    }
+
+    fn history(
+        &mut self,
+        channel: &Arc<str>,
+        since: u64,
+        limit: usize,
+        now: Instant,
+    ) -> (Position, Vec<(u64, Bytes)>) {
+        let k = self.entry(channel, now);
+        let e = &self.entries[k];
+        let position = Position {
+            offset: e.offset,
+            epoch: e.epoch.clone(),
+        };
+        (position, e.history.after(since, limit, now, self.idle_ttl))
+    }
+
+    fn interest(&self, channel: &str) -> Option<&ShardSet> {
+        Some(&self.entries[*self.by_name.get(channel)?].interest)
     }
 }
 
@@ -246,6 +336,32 @@ mod tests {
         assert!(e.is_empty());
         assert!(e.by_name.is_empty());
         assert!(e.wheel.is_empty());
+    }
+
+    #[test]
+    fn history_is_kept_per_channel_and_recovers_all_or_nothing() {
+        let t0 = Instant::now();
+        let mut e = MemoryEngine::new(TTL, t0).with_history(3);
+        let a = ch("a");
+        for _ in 0..5 {
+            let (p, _) = e.append(&a, t0);
+            e.record(&a, p.offset, Bytes::from(format!("f{}", p.offset)), t0);
+        }
+        // A stale record (not the channel's latest offset) is ignored.
+        e.record(&a, 2, Bytes::from_static(b"late"), t0);
+        assert_eq!(e.stored(), (3, 6));
+        let epoch = e.position("a").unwrap().epoch;
+        let (pos, replay) = e.recover("a", 3, &epoch, 100, t0);
+        assert_eq!(pos.map(|p| p.offset), Some(5));
+        assert_eq!(replay, Ok(vec![Bytes::from("f4"), Bytes::from("f5")]));
+        assert_eq!(e.recover("a", 1, &epoch, 100, t0).1, Err(Miss::Trimmed));
+        assert_eq!(e.recover("a", 3, "other", 100, t0).1, Err(Miss::Epoch));
+        assert_eq!(e.recover("nope", 0, &epoch, 100, t0).0, None);
+        let (_, listed) = e.history(&a, 0, 2, t0);
+        assert_eq!(listed.iter().map(|m| m.0).collect::<Vec<_>>(), [3, 4]);
+        // Freed with its channel.
+        assert_eq!(e.handle_timeout(t0 + Duration::from_secs(11)), 1);
+        assert_eq!(e.stored(), (0, 0));
     }
 
     #[test]

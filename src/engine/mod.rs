@@ -12,6 +12,8 @@
 //!   (an append or an interest change) for `idle_ttl`. It comes back at offset 0 with a **new epoch**, so a client holding an old
 //!   (offset, epoch) pair learns that the stream restarted (PROTOCOL.md §10).
 //! - Memory follows the channels in use: idle channels are found by a timer wheel, never a scan.
+//! - History holds the frames as sent (shared `Bytes`), at most `--history-size` per channel and
+//!   none older than `--history-ttl`; a recovery is answered whole or refused ([`history`]).
 
 pub mod history;
 mod memory;
@@ -22,6 +24,9 @@ pub use shards::ShardSet;
 
 use std::sync::Arc;
 use std::time::Instant;
+
+use bytes::Bytes;
+pub use history::Miss;
 
 /// Where a channel's stream stands: the last offset assigned and the epoch it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +57,34 @@ pub trait ChannelEngine {
 
     /// Frees channels idle past the TTL; returns how many were freed.
     fn handle_timeout(&mut self, now: Instant) -> usize;
+
+    /// Keeps `frame` as the message at `offset` of `channel`, the offset `append` just gave
+    /// (anything else is ignored), in the channel's history.
+    fn record(&mut self, channel: &str, offset: u64, frame: Bytes, now: Instant);
+
+    /// The recovery decision for a client at (`since`, `epoch`): the channel's position and
+    /// every frame after `since`, or why not (PROTOCOL.md §10). Position None: no state.
+    fn recover(
+        &self,
+        channel: &str,
+        since: u64,
+        epoch: &str,
+        max: usize,
+        now: Instant,
+    ) -> (Option<Position>, Result<Vec<Bytes>, Miss>);
+
+    /// Stored messages after `since`, oldest first, at most `limit`, with the channel's
+    /// position (a channel without state gets it, at a new epoch, as `append` would).
+    fn history(
+        &mut self,
+        channel: &Arc<str>,
+        since: u64,
+        limit: usize,
+        now: Instant,
+    ) -> (Position, Vec<(u64, Bytes)>);
+
+    /// The shards interested in `channel`; None: no state.
+    fn interest(&self, channel: &str) -> Option<&ShardSet>;
 
     /// Channels with state.
     fn len(&self) -> usize;

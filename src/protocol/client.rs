@@ -61,6 +61,52 @@ pub struct SubscribeSpec {
     pub channel: String,
     /// The filter for this channel (per-channel, else the request's), `None` = every message.
     pub filter: Option<Filter>,
+    /// Recover from this position (PROTOCOL.md §10): replay what came after it.
+    pub since: Option<Since>,
+    /// Also receive `join` / `leave` events of this channel (§10).
+    pub join_leave: bool,
+}
+
+/// A position a client saw last: `{"offset":17,"epoch":"…"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// Longest epoch a client may send back (server epochs are 26-character ULIDs).
+const MAX_EPOCH_LEN: usize = 64;
+
+/// `since` at `path`: absent, or an object with a u64 `offset` and a string `epoch`.
+fn opt_since_at(v: Option<&Value>, path: &str) -> Result<Option<Since>, String> {
+    let obj = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(format!("{path}: expected {{\"offset\":n,\"epoch\":\"…\"}}")),
+    };
+    let offset = match obj.get("offset") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| format!("{path}.offset: must be an integer >= 0"))?,
+        None => return Err(format!("{path}.offset: required")),
+        Some(_) => return Err(format!("{path}.offset: must be an integer >= 0")),
+    };
+    let epoch = match obj.get("epoch") {
+        Some(Value::String(e)) if e.len() <= MAX_EPOCH_LEN => e.clone(),
+        Some(Value::String(_)) => return Err(format!("{path}.epoch: too long")),
+        None => return Err(format!("{path}.epoch: required")),
+        Some(_) => return Err(format!("{path}.epoch: must be a string")),
+    };
+    Ok(Some(Since { offset, epoch }))
+}
+
+/// `join_leave` at `path`: absent (false) or a boolean.
+fn opt_bool_at(v: Option<&Value>, path: &str) -> Result<Option<bool>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(format!("{path}: must be true or false")),
+    }
 }
 
 /// A parsed client → server message (PROTOCOL.md §4, §5, §7).
@@ -214,10 +260,8 @@ fn parse_request(
     }
 }
 
-/// Recovery from an offset (PROTOCOL.md §10) is a later feature; until then a request for it is
-/// refused rather than answered with a plain subscription the client would take as recovered.
-const SINCE_UNAVAILABLE: &str =
-    "{path}: history recovery (PROTOCOL.md §10) is not available in this version";
+/// One channel of a request as parsed: name, own filter, own `since`, own `join_leave`.
+type Entry<'a> = (&'a str, Option<Filter>, Option<Since>, Option<bool>);
 
 /// Parses the `data` of a (un)subscription: `channel` and/or `channels`, with filters when asked.
 fn parse_channels(data: Option<&Value>, with_filters: bool) -> Result<Vec<SubscribeSpec>, Refusal> {
@@ -227,19 +271,28 @@ fn parse_channels(data: Option<&Value>, with_filters: bool) -> Result<Vec<Subscr
             "data: required; expected {\"channel\":\"…\"} or {\"channels\":[…]}".into(),
         ));
     };
-    if with_filters && data.contains_key("since") {
-        return Err(invalid(SINCE_UNAVAILABLE.replace("{path}", "data.since")));
-    }
-    let common = if with_filters {
-        opt_filter_at(data.get("filter"), "data.filter").map_err(invalid)?
+    let (common, since, common_join) = if with_filters {
+        (
+            opt_filter_at(data.get("filter"), "data.filter").map_err(invalid)?,
+            opt_since_at(data.get("since"), "data.since").map_err(invalid)?,
+            opt_bool_at(data.get("join_leave"), "data.join_leave").map_err(invalid)?,
+        )
     } else {
-        None
+        (None, None, None)
     };
-    // (name, own filter); `None` inherits the request's filter.
-    let mut entries: Vec<(&str, Option<Filter>)> = Vec::new();
+    // (name, own filter, own since, own join_leave); `None` filter / join_leave inherit the
+    // request's.
+    let mut entries: Vec<Entry<'_>> = Vec::new();
     match data.get("channel") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => entries.push((s, None)),
+        None | Some(Value::Null) => {
+            if since.is_some() {
+                return Err(invalid(
+                    "data.since: goes with data.channel (or inside each data.channels entry)"
+                        .into(),
+                ));
+            }
+        }
+        Some(Value::String(s)) => entries.push((s, None, since, None)),
         Some(_) => return Err(invalid("data.channel: must be a string".into())),
     }
     match data.get("channels") {
@@ -251,7 +304,7 @@ fn parse_channels(data: Option<&Value>, with_filters: bool) -> Result<Vec<Subscr
             entries.reserve(list.len());
             for (i, item) in list.iter().enumerate() {
                 match item {
-                    Value::String(s) => entries.push((s, None)),
+                    Value::String(s) => entries.push((s, None, None, None)),
                     Value::Object(o) => {
                         let name = match o.get("channel") {
                             Some(Value::String(s)) => s.as_str(),
@@ -266,17 +319,17 @@ fn parse_channels(data: Option<&Value>, with_filters: bool) -> Result<Vec<Subscr
                                 )))
                             }
                         };
-                        if with_filters && o.contains_key("since") {
-                            let path = format!("data.channels[{i}].since");
-                            return Err(invalid(SINCE_UNAVAILABLE.replace("{path}", &path)));
+                        if !with_filters {
+                            entries.push((name, None, None, None));
+                            continue;
                         }
-                        let own = if with_filters {
-                            let path = format!("data.channels[{i}].filter");
-                            opt_filter_at(o.get("filter"), &path).map_err(invalid)?
-                        } else {
-                            None
-                        };
-                        entries.push((name, own));
+                        let at = |k: &str| format!("data.channels[{i}].{k}");
+                        entries.push((
+                            name,
+                            opt_filter_at(o.get("filter"), &at("filter")).map_err(invalid)?,
+                            opt_since_at(o.get("since"), &at("since")).map_err(invalid)?,
+                            opt_bool_at(o.get("join_leave"), &at("join_leave")).map_err(invalid)?,
+                        ));
                     }
                     _ => {
                         return Err(invalid(format!(
@@ -295,7 +348,7 @@ fn parse_channels(data: Option<&Value>, with_filters: bool) -> Result<Vec<Subscr
     }
     let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
     let mut specs = Vec::with_capacity(entries.len());
-    for (name, own) in entries {
+    for (name, own, since, join) in entries {
         if !is_valid_channel(name) {
             return Err((
                 ErrorCode::InvalidChannel,
@@ -306,6 +359,8 @@ fn parse_channels(data: Option<&Value>, with_filters: bool) -> Result<Vec<Subscr
             specs.push(SubscribeSpec {
                 channel: name.to_owned(),
                 filter: own.or_else(|| common.clone()),
+                since,
+                join_leave: join.or(common_join).unwrap_or(false),
             });
         }
     }
@@ -353,6 +408,8 @@ mod tests {
 
     fn spec(channel: &str, filter: Option<Value>) -> SubscribeSpec {
         SubscribeSpec {
+            since: None,
+            join_leave: false,
             channel: channel.into(),
             filter: filter.map(|f| Filter::from_value(&f).unwrap()),
         }
@@ -393,14 +450,71 @@ mod tests {
             ])
         );
 
-        // `since` (recovery, not built yet) is refused with a clear message, not ignored.
-        for body in [
-            r#"{"event_type":"user_subscription","data":{"channel":"odds","since":{"offset":1}}}"#,
-            r#"{"event_type":"user_subscription","data":{"channels":[{"channel":"odds","since":{"offset":17,"epoch":"e"}}]}}"#,
+        // `since` and `join_leave`: at the data level for `channel`, or per entry.
+        let m = client(
+            r#"{"event_type":"user_subscription","data":{"channel":"odds","since":{"offset":17,"epoch":"e1"},"join_leave":true}}"#,
+        )
+        .unwrap();
+        let ClientRequest::Subscribe(specs) = m.request else {
+            panic!("subscribe")
+        };
+        assert_eq!(
+            (specs[0].since.clone(), specs[0].join_leave),
+            (
+                Some(Since {
+                    offset: 17,
+                    epoch: "e1".into()
+                }),
+                true
+            )
+        );
+        let m = client(
+            r#"{"event_type":"user_subscription","data":{"join_leave":true,"channels":["a",{"channel":"b","since":{"offset":0,"epoch":""},"join_leave":false}]}}"#,
+        )
+        .unwrap();
+        let ClientRequest::Subscribe(specs) = m.request else {
+            panic!("subscribe")
+        };
+        assert_eq!(
+            (specs[0].since.is_none(), specs[0].join_leave),
+            (true, true)
+        );
+        assert_eq!(
+            (
+                specs[1].since.as_ref().map(|s| s.offset),
+                specs[1].join_leave
+            ),
+            (Some(0), false)
+        );
+        for (body, want) in [
+            (
+                r#"{"channel":"odds","since":{"offset":1}}"#,
+                "data.since.epoch: required",
+            ),
+            (
+                r#"{"channel":"odds","since":{"offset":-1,"epoch":"e"}}"#,
+                "data.since.offset: must be",
+            ),
+            (r#"{"channel":"odds","since":7}"#, "data.since: expected"),
+            (
+                r#"{"channels":["odds"],"since":{"offset":1,"epoch":"e"}}"#,
+                "data.since: goes with",
+            ),
+            (
+                r#"{"channels":[{"channel":"odds","since":{"epoch":"e"}}]}"#,
+                "data.channels[0].since.offset: required",
+            ),
+            (
+                r#"{"channel":"odds","join_leave":"yes"}"#,
+                "data.join_leave: must be",
+            ),
         ] {
-            let e = client(body).unwrap_err();
+            let e = client(&format!(
+                r#"{{"event_type":"user_subscription","data":{body}}}"#
+            ))
+            .unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidMessage);
-            assert!(e.message.contains("not available"), "{}", e.message);
+            assert!(e.message.starts_with(want), "{}", e.message);
         }
         // Per-channel objects, mixed with names; own filter wins, else the request's.
         let m = client(
@@ -620,8 +734,8 @@ mod tests {
             (r#","data":"odds""#, "data: required"),
             (r#","data":{}"#, "data: expected"),
             (
-                r#","data":{"since":{"offset":1}}"#,
-                "data.since: history recovery",
+                r#","data":{"since":{"offset":1,"epoch":"e"}}"#,
+                "data.since: goes with",
             ),
             (r#","data":{"channel":5}"#, "data.channel: must be a string"),
             (

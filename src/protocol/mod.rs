@@ -63,7 +63,9 @@ mod tests;
 mod validate;
 
 pub use crate::error::{ErrorCode, PublishError};
-pub use client::{parse_client_message, ClientError, ClientMessage, ClientRequest, SubscribeSpec};
+pub use client::{
+    parse_client_message, ClientError, ClientMessage, ClientRequest, Since, SubscribeSpec,
+};
 pub use filter::Filter;
 pub use names::{
     is_user_channel, is_valid_channel, is_valid_event_type, user_channel_key, wire_name,

@@ -16,6 +16,27 @@
 //! still waiting for, answers the subscribe with the ack's offset, and delivers what follows:
 //! no gap and no duplicate. The last local subscriber leaving sends `Uninterest`.
 //!
+//! # Recovery (PROTOCOL.md §10)
+//!
+//! Only the owner holds a channel's history. A subscription with `since` on another shard sends
+//! `Recover { since, epoch }` to the owner, which registers interest (as `Interest` would), takes
+//! the frames after `since` up to its current offset `top` from the history, and answers
+//! `Recovered { top, replay }` through the same FIFO as the channel's `Deliver`s. So every
+//! message at or below `top` reached the subscriber shard before the answer, and every message
+//! above `top` comes after it. The subscriber shard handles the answer in one step: it queues the
+//! reply (`recovered`), then the replayed frames (offsets `since+1..=top`), then makes the
+//! connection a member, so the next `Deliver` it gets is `top + 1`: no gap, no duplicate, and
+//! nothing live before the replay. The connection is not read while the answer is awaited, and
+//! the channels of one request are taken in order, a `Recover` being sent only when its channel
+//! is next, so no live message of a recovered channel can be missed while an earlier channel of
+//! the request waits. On the owner itself the same steps run at once.
+//!
+//! `join`/`leave` events go from the subscriber's shard to the owner (`JoinLeave`). The owner
+//! knows which shards have subscriptions that asked for them (`Listen`, sent when a shard's
+//! first such subscription of the channel appears and when its last goes), encodes the event
+//! once only if any do, and hands the frame to those shards (`JoinLeaveFrame`), which queue it to
+//! those subscriptions. Events carry no offset, are not stored, and are sent at most once.
+//!
 //! # Bounds
 //!
 //! Every channel message in flight holds a [`Permit`] of its owner's [`Admission`] budget
@@ -65,6 +86,67 @@ pub enum ShardMsg {
     Direct(Arc<DirectMessage>),
     /// Report this shard's connections and channels.
     Snapshot(Arc<Gather<ShardSnapshot>>),
+    /// To the owner: connection `conn_id` (slab `key`) of `shard` recovers `channel` from
+    /// (`since`, `epoch`). Registers the shard's interest like `Interest { on: true }`.
+    Recover {
+        channel: Arc<str>,
+        shard: usize,
+        key: usize,
+        conn_id: u64,
+        since: u64,
+        epoch: Box<str>,
+    },
+    /// From the owner, in the channel's FIFO: its position and the frames after `since`.
+    Recovered {
+        channel: Arc<str>,
+        key: usize,
+        conn_id: u64,
+        offset: u64,
+        epoch: Arc<str>,
+        replay: Result<Vec<Bytes>, crate::engine::Miss>,
+    },
+    /// To the owner: a connection joined (`join`) or left `channel`.
+    JoinLeave {
+        channel: Arc<str>,
+        join: bool,
+        who: Present,
+    },
+    /// To the owner: `shard` has (`on`) or no longer has subscriptions that want `channel`'s
+    /// `join`/`leave` events.
+    Listen {
+        channel: Arc<str>,
+        shard: usize,
+        on: bool,
+    },
+    /// From the owner to a listening shard: a `join`/`leave` frame to queue.
+    JoinLeaveFrame { channel: Arc<str>, frame: Bytes },
+    /// `/api/history`: the owner's stored messages of `channel` after `since`.
+    History {
+        channel: Arc<str>,
+        since: u64,
+        limit: usize,
+        reply: oneshot::Sender<HistoryPage>,
+    },
+    /// `/api/presence`: each shard's subscribers of `channel`.
+    Presence {
+        channel: Arc<str>,
+        gather: Arc<Gather<Vec<Present>>>,
+    },
+}
+
+/// What the owner answers to `/api/history`.
+pub struct HistoryPage {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    /// Frames as sent, oldest first.
+    pub frames: Vec<Bytes>,
+}
+
+/// One subscriber in `/api/presence`.
+#[derive(Debug, Clone)]
+pub struct Present {
+    pub user_id: Option<Box<str>>,
+    pub connection_id: String,
 }
 
 /// A shard's budget of channel messages in flight (`--publish-queue`).

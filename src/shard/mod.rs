@@ -15,11 +15,13 @@
 //!   `ConnState`, and the timer re-arms itself from `poll_timeout` when it fires (never a scan
 //!   of all connections).
 
+mod channels;
 mod conn;
 pub mod driver;
 pub mod listener;
 pub mod mesh;
 pub mod publish;
+mod recovery;
 pub mod runtime;
 mod session;
 mod shared;
@@ -85,13 +87,27 @@ struct View {
     /// requests about the channel wait (parked on their connection, listed in `waiters`).
     acked: bool,
     waiters: Vec<(usize, u64)>,
+    /// `Recover`s sent for this channel and not answered yet: the view stays while any is out,
+    /// so the answer finds the interest it registered.
+    recovering: u32,
+    /// Local connections whose subscription asked for `join` / `leave` events.
+    join_leave: Vec<usize>,
 }
 
-/// A subscription request waiting for the owners' `InterestAck`s of its channels. The
-/// connection is not read meanwhile, so its requests are still answered in order.
-pub(crate) struct Parked {
-    op: session::ChannelOp,
-    reply_to: Option<String>,
+use channels::Parked;
+
+impl View {
+    /// A view whose owner has not answered yet.
+    fn pending() -> View {
+        View {
+            tail: 0,
+            epoch: Arc::from(""),
+            acked: false,
+            waiters: Vec::new(),
+            recovering: 0,
+            join_leave: Vec::new(),
+        }
+    }
 }
 
 /// Shard-local state. See the module docs for the invariants.
@@ -110,6 +126,8 @@ pub struct Shard {
     views: HashMap<Arc<str>, View>,
     /// Local connections of each user, for `/api/send`.
     users: HashMap<Box<str>, Vec<usize>>,
+    /// Owned channels: the shards with subscriptions that want `join`/`leave` events.
+    listeners: HashMap<Arc<str>, crate::engine::ShardSet>,
     /// One compiled copy of each distinct pair of token claims in use on this shard.
     grants: std::collections::HashSet<Arc<crate::auth::Grants>>,
     dirty: Vec<usize>,
@@ -180,7 +198,8 @@ impl Shard {
             .heartbeat_timeout
             .max(shared.config.heartbeat_interval);
         let slots = (span.as_nanos() / tick.as_nanos().max(1)).min(1 << 20) as usize + 2;
-        let engine = MemoryEngine::new(shared.config.history_ttl, now);
+        let engine = MemoryEngine::new(shared.config.history_ttl, now)
+            .with_history(shared.config.history_size);
         let liveness = Liveness {
             interval: shared.config.heartbeat_interval,
             timeout: shared.config.heartbeat_timeout,
@@ -203,6 +222,7 @@ impl Shard {
                 views: HashMap::new(),
                 users: HashMap::new(),
                 grants: Default::default(),
+                listeners: HashMap::new(),
                 dirty: Vec::new(),
                 slow: Vec::new(),
                 targets: Vec::new(),
@@ -281,7 +301,7 @@ impl Shard {
         }
         for ch in &params.channels {
             let ch: Arc<str> = Arc::from(ch.as_str());
-            self.add_subscription(key, &ch, None);
+            self.add_subscription(key, &ch, None, false);
         }
         if !params.echo {
             let ack = self.connection_ack(key, &params.channels, expires_in);
@@ -313,13 +333,16 @@ impl Shard {
         };
         let subs = std::mem::take(&mut conn.subs);
         conn.has_filters = false;
+        for s in subs {
+            self.leave_channel(s.channel, key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let timer = conn.timer.take();
         let user = conn.user_id.take();
         let grants = conn.grants.take();
         self.release_grants(grants);
-        for s in subs {
-            self.leave_channel(s.channel, key);
-        }
         if let Some(t) = timer {
             self.wheel.cancel(t);
         }
@@ -340,6 +363,14 @@ impl Shard {
         let name = self.registry.name(cid).map(Arc::<str>::from);
         self.registry.unsubscribe(cid, key);
         if let Some(name) = name {
+            if let Some(v) = self.views.get_mut(&name) {
+                let before = v.join_leave.is_empty();
+                v.join_leave.retain(|&k| k != key);
+                if !before && v.join_leave.is_empty() {
+                    self.listen(&name, false);
+                }
+            }
+            self.presence_event(&name, key, false);
             if self.registry.lookup(&name).is_none() {
                 self.release_view(&name);
             }
@@ -658,6 +689,9 @@ impl Shard {
         }
         self.expired = expired;
         self.metrics().channel_states.set(self.engine.len() as i64);
+        let (stored, bytes) = self.engine.stored();
+        self.metrics().history_messages.set(stored as i64);
+        self.metrics().history_bytes.set(bytes as i64);
         self.flush_dirty();
     }
 
@@ -696,6 +730,43 @@ impl Shard {
                 d.recipients.report(n);
             }
             ShardMsg::Snapshot(g) => g.report(self.snapshot()),
+            ShardMsg::Recover {
+                channel,
+                shard,
+                key,
+                conn_id,
+                since,
+                epoch,
+            } => self.on_recover(channel, shard, key, conn_id, since, &epoch),
+            ShardMsg::Recovered {
+                channel,
+                key,
+                conn_id,
+                offset,
+                epoch,
+                replay,
+            } => {
+                let answer = channels::Answer {
+                    offset,
+                    epoch,
+                    replay,
+                };
+                self.on_recovered(&channel, key, conn_id, answer);
+            }
+            ShardMsg::JoinLeave { channel, join, who } => self.on_join_leave(channel, join, who),
+            ShardMsg::Listen { channel, shard, on } => self.on_listen(channel, shard, on),
+            ShardMsg::JoinLeaveFrame { channel, frame } => {
+                self.on_join_leave_frame(&channel, frame)
+            }
+            ShardMsg::History {
+                channel,
+                since,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.history_page(&channel, since, limit));
+            }
+            ShardMsg::Presence { channel, gather } => gather.report(self.present(&channel)),
         }
     }
 
@@ -719,6 +790,8 @@ impl Shard {
             timestamp: Some(&timestamp),
             data: &job.body.data,
         });
+        self.engine
+            .record(&job.channel, pos.offset, frame.clone(), now);
         job.results
             .sequenced(job.index, pos.offset, &pos.epoch, targets.len());
         self.metrics().messages_published.inc();
@@ -857,20 +930,43 @@ impl Shard {
         key: usize,
         channel: &Arc<str>,
         filter: Option<crate::protocol::Filter>,
+        join_leave: bool,
     ) {
         let (cid, _) = self.registry.subscribe(channel, key);
+        let mut joined = false;
         if let Some(conn) = self.conns.get_mut(key) {
             let filter = filter.map(Box::new);
             match conn.subs.iter_mut().find(|s| s.channel == cid) {
-                Some(s) => s.filter = filter,
-                None => conn.subs.push(Subscription {
-                    channel: cid,
-                    filter,
-                }),
+                Some(s) => {
+                    s.filter = filter;
+                    s.join_leave = join_leave;
+                }
+                None => {
+                    joined = true;
+                    conn.subs.push(Subscription {
+                        channel: cid,
+                        join_leave,
+                        filter,
+                    })
+                }
             }
             conn.has_filters = conn.subs.iter().any(|s| s.filter.is_some());
         }
         self.ensure_view(channel);
+        if let Some(v) = self.views.get_mut(channel) {
+            let (listed, before) = (v.join_leave.contains(&key), v.join_leave.is_empty());
+            if join_leave && !listed {
+                v.join_leave.push(key);
+            } else if !join_leave && listed {
+                v.join_leave.retain(|&k| k != key);
+            }
+            if before != v.join_leave.is_empty() {
+                self.listen(channel, before);
+            }
+        }
+        if joined {
+            self.presence_event(channel, key, true);
+        }
     }
 
     /// Makes sure this shard follows `channel`: on the owner at once, elsewhere by sending
@@ -891,6 +987,8 @@ impl Shard {
                     epoch: pos.epoch,
                     acked: true,
                     waiters: Vec::new(),
+                    recovering: 0,
+                    join_leave: Vec::new(),
                 },
             );
             return true;
@@ -900,15 +998,7 @@ impl Shard {
             shard: self.id,
             on: true,
         });
-        self.views.insert(
-            channel.clone(),
-            View {
-                tail: 0,
-                epoch: Arc::from(""),
-                acked: false,
-                waiters: Vec::new(),
-            },
-        );
+        self.views.insert(channel.clone(), View::pending());
         false
     }
 
@@ -916,7 +1006,7 @@ impl Shard {
     /// if still awaited, has arrived).
     fn release_view(&mut self, channel: &Arc<str>) {
         match self.views.get(channel) {
-            Some(v) if v.acked => {}
+            Some(v) if v.acked && v.recovering == 0 => {}
             _ => return,
         }
         self.views.remove(channel);
@@ -944,7 +1034,7 @@ impl Shard {
         view.epoch = epoch;
         let waiters = std::mem::take(&mut view.waiters);
         for (key, conn_id) in waiters {
-            self.unpark(key, conn_id);
+            self.advance(key, conn_id);
         }
         if self.registry.lookup(channel).is_none()
             && self

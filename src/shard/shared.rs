@@ -10,6 +10,7 @@ use super::mesh::{Admission, Inbox};
 use super::users::UserIndex;
 use crate::auth::{Auth, Policy};
 use crate::config::ServeConfig;
+use crate::glob::Pattern;
 use crate::metrics::Metrics;
 use crate::ratelimit::ConnRateLimiter;
 
@@ -32,6 +33,8 @@ pub struct Shared {
     pub auth: Option<Auth>,
     /// Public channels and whether tokens are on (PROTOCOL.md §9).
     pub policy: Policy,
+    /// `--presence-channels` (PROTOCOL.md §10).
+    pub presence: Vec<Pattern>,
 }
 
 impl Shared {
@@ -54,6 +57,11 @@ impl Shared {
                 .map(|_| Admission::new(config.publish_queue))
                 .collect(),
             policy: Policy::new(auth.is_some(), &config.public_channels),
+            presence: config
+                .presence_channels
+                .iter()
+                .map(|p| Pattern::new(p))
+                .collect(),
             auth,
             config,
             api_keys,

@@ -264,7 +264,8 @@ fn names_by_owner() -> (String, String) {
 #[test]
 fn mesh_interest_gives_exact_subscribe_offsets_and_no_gap_or_duplicate() {
     run(async {
-        let (shared, mut rx) = shared(2, &[]);
+        // Presence off: only the interest messages are counted here.
+        let (shared, mut rx) = shared(2, &["--presence-channels", ""]);
         let (on_0, _) = names_by_owner();
         let s0 = Shard::new_cell(0, shared.clone());
         let s1 = Shard::new_cell(1, shared.clone());
