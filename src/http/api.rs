@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 use super::{api_error, json_response, Resp};
 use crate::error::ApiError;
-use crate::protocol::{user_channel_key, DirectMessage, PublishRequest};
+use crate::protocol::{
+    is_user_channel, is_valid_channel, user_channel_key, DirectMessage, PublishRequest,
+};
 use crate::shard::publish::{self, Refused};
 use crate::shard::Shared;
 
@@ -80,10 +82,16 @@ async fn dispatch(
         }
         (Method::GET, "/api/stats") => stats(shared).await,
         (Method::GET, "/api/channels") => channels(shared).await,
+        (Method::GET, p) if p.starts_with("/api/history/") => {
+            let q = ChannelQuery::parse(&p["/api/history/".len()..], req.uri().query())?;
+            history(shared, q).await
+        }
+        (Method::GET, p) if p.starts_with("/api/presence/") => {
+            let q = ChannelQuery::parse(&p["/api/presence/".len()..], req.uri().query())?;
+            presence(shared, q).await
+        }
         (_, p) if p.starts_with("/api/history/") || p.starts_with("/api/presence/") => {
-            Err(ApiError::NotImplemented(
-                "history and presence (PROTOCOL.md §10) are not available in this version",
-            ))
+            Err(ApiError::MethodNotAllowed)
         }
         (_, "/api/publish" | "/api/broadcast" | "/api/send" | "/api/stats" | "/api/channels") => {
             Err(ApiError::MethodNotAllowed)
@@ -134,6 +142,113 @@ async fn user_channel(shared: &Arc<Shared>, msg: DirectMessage) -> Result<Resp, 
             "results": results,
         }),
     ))
+}
+
+/// Most messages one `/api/history` answer lists.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+/// The channel and query of `/api/history/{channel}` and `/api/presence/{channel}`.
+struct ChannelQuery {
+    channel: String,
+    /// The engine stream: the channel, or `?user_id=`'s own stream of `bets`/`bankroll`.
+    stream: Arc<str>,
+    since: u64,
+    limit: usize,
+    count: bool,
+}
+
+impl ChannelQuery {
+    fn parse(channel: &str, query: Option<&str>) -> Result<Self, ApiError> {
+        let invalid = |m: String| ApiError::Publish(crate::protocol::PublishError::Invalid(m));
+        if !is_valid_channel(channel) {
+            return Err(ApiError::Publish(
+                crate::protocol::PublishError::InvalidChannel(format!("{channel:?}")),
+            ));
+        }
+        let (mut since, mut limit, mut count, mut user) = (0, MAX_HISTORY_LIMIT, false, None);
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let number = |what: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| invalid(format!("{what}: must be an integer >= 0")))
+            };
+            match &*k {
+                "since" => since = number("since")?,
+                "limit" => limit = (number("limit")? as usize).min(MAX_HISTORY_LIMIT),
+                "count" => count = v == "1" || v == "true",
+                "user_id" if !v.is_empty() => user = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        let stream: Arc<str> = match (is_user_channel(channel), user) {
+            (true, Some(u)) => Arc::from(user_channel_key(channel, &u)),
+            (true, None) => {
+                return Err(invalid(format!(
+                    "{channel} is per user: name the user with ?user_id="
+                )))
+            }
+            (false, _) => Arc::from(channel),
+        };
+        Ok(ChannelQuery {
+            channel: channel.to_owned(),
+            stream,
+            since,
+            limit,
+            count,
+        })
+    }
+}
+
+/// `GET /api/history/{channel}?since=N&limit=M`: `{"epoch","offset","messages":[…]}`, the
+/// stored messages exactly as they were delivered, oldest first.
+async fn history(shared: &Arc<Shared>, q: ChannelQuery) -> Result<Resp, ApiError> {
+    let page = publish::history(shared, q.stream, q.since, q.limit)
+        .await
+        .map_err(refused)?;
+    // The stored frames already hold each message's JSON: splice them in, no re-encoding.
+    let mut body = Vec::with_capacity(64 + page.frames.iter().map(|f| f.len()).sum::<usize>());
+    body.extend_from_slice(b"{\"epoch\":");
+    serde_json::to_writer(&mut body, &*page.epoch).map_err(|e| ApiError::Body(e.to_string()))?;
+    body.extend_from_slice(format!(",\"offset\":{},\"messages\":[", page.offset).as_bytes());
+    for (i, frame) in page.frames.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(crate::shard::frame_payload(frame).unwrap_or(b"null"));
+    }
+    body.extend_from_slice(b"]}");
+    Ok(super::json_bytes(StatusCode::OK, body))
+}
+
+/// `GET /api/presence/{channel}`: `{"channel","clients":[{"user_id","connection_id"}]}`, or with
+/// `?count=1` `{"channel","clients":n,"users":n}`; for `--presence-channels` only.
+async fn presence(shared: &Arc<Shared>, q: ChannelQuery) -> Result<Resp, ApiError> {
+    if !shared.presence.iter().any(|p| p.matches(&q.channel)) {
+        return Err(ApiError::Publish(crate::protocol::PublishError::Invalid(
+            format!(
+                "{}: presence is off for this channel (--presence-channels)",
+                q.channel
+            ),
+        )));
+    }
+    let mut clients = publish::presence(shared, q.stream).await.map_err(refused)?;
+    clients.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+    let body = if q.count {
+        let users: HashSet<&str> = clients
+            .iter()
+            .filter_map(|c| c.user_id.as_deref())
+            .collect();
+        json!({ "channel": q.channel, "clients": clients.len(), "users": users.len() })
+    } else {
+        let list: Vec<Value> = clients
+            .iter()
+            .map(|c| match &c.user_id {
+                Some(u) => json!({ "user_id": u, "connection_id": c.connection_id }),
+                None => json!({ "connection_id": c.connection_id }),
+            })
+            .collect();
+        json!({ "channel": q.channel, "clients": list })
+    };
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 async fn stats(shared: &Arc<Shared>) -> Result<Resp, ApiError> {

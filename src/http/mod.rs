@@ -87,7 +87,12 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
 
 /// A JSON response.
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    json_bytes(status, body.to_string().into_bytes())
+}
+
+/// A response whose body is JSON text built elsewhere.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

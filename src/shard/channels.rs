@@ -300,7 +300,7 @@ impl Shard {
             return;
         }
         let replay_filter = r.filter.clone();
-        self.add_subscription(key, &stream, r.filter, r.join_leave);
+        let joined = self.add_subscription(key, &stream, r.filter, r.join_leave);
         match r.recovery {
             Recovery::Answered(answer) => {
                 let recovered = answer.replay.is_ok();
@@ -314,6 +314,9 @@ impl Shard {
                 let position = self.position_of(&stream);
                 self.render_channel_reply(key, &r.name, true, reply_to, position, None);
             }
+        }
+        if joined {
+            self.presence_event(&stream, key, true);
         }
     }
 

@@ -31,6 +31,7 @@ mod tokens;
 mod users;
 
 pub use conn::{Conn, ConnIo};
+pub use recovery::frame_payload;
 pub use shared::{key_matches, Shared, Shutdown};
 pub use tokens::unix_now;
 pub use users::UserIndex;
@@ -299,13 +300,20 @@ impl Shard {
                 self.users.entry(u.clone()).or_default().push(key);
             }
         }
-        for ch in &params.channels {
-            let ch: Arc<str> = Arc::from(ch.as_str());
-            self.add_subscription(key, &ch, None, false);
+        let channels: Vec<Arc<str>> = params
+            .channels
+            .iter()
+            .map(|c| Arc::from(c.as_str()))
+            .collect();
+        for ch in &channels {
+            self.add_subscription(key, ch, None, false);
         }
         if !params.echo {
             let ack = self.connection_ack(key, &params.channels, expires_in);
             self.queue(key, ack);
+        }
+        for ch in &channels {
+            self.presence_event(ch, key, true);
         }
         self.metrics().connections.inc();
         if self.draining {
@@ -922,8 +930,9 @@ impl Shard {
         }
     }
 
-    /// Subscribes `key` to `channel` (idempotent; a repeat replaces the filter) and makes sure
-    /// this shard follows the channel. Replies are the caller's: a request only gets here once
+    /// Subscribes `key` to `channel` (idempotent; a repeat replaces the filter and the
+    /// `join_leave` choice) and makes sure this shard follows the channel. True if the connection
+    /// was not a member: the caller sends the `join` once its reply is queued. Replies are the caller's: a request only gets here once
     /// the view is current (`channel_request` parks it until then).
     fn add_subscription(
         &mut self,
@@ -931,7 +940,7 @@ impl Shard {
         channel: &Arc<str>,
         filter: Option<crate::protocol::Filter>,
         join_leave: bool,
-    ) {
+    ) -> bool {
         let (cid, _) = self.registry.subscribe(channel, key);
         let mut joined = false;
         if let Some(conn) = self.conns.get_mut(key) {
@@ -964,9 +973,7 @@ impl Shard {
                 self.listen(channel, before);
             }
         }
-        if joined {
-            self.presence_event(channel, key, true);
-        }
+        joined
     }
 
     /// Makes sure this shard follows `channel`: on the owner at once, elsewhere by sending

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use tokio::sync::oneshot;
+
 use super::mesh::{
-    owner_of, ChannelResult, DirectMessage, Gather, Permit, PublishBody, PublishGather,
-    SequenceJob, ShardMsg, ShardSnapshot,
+    owner_of, ChannelResult, DirectMessage, Gather, HistoryPage, Permit, Present, PublishBody,
+    PublishGather, SequenceJob, ShardMsg, ShardSnapshot,
 };
 use super::{encode, new_message_id, Shared};
 use crate::protocol::{OutMessage, PublishRequest};
@@ -167,6 +169,48 @@ pub async fn snapshots(shared: &Arc<Shared>) -> Result<Vec<ShardSnapshot>, Refus
     }
     match tokio::time::timeout(SNAPSHOT_TIMEOUT, done).await {
         Ok(Ok(())) => Ok(g.take()),
+        _ => Err(Refused::ShuttingDown),
+    }
+}
+
+/// The owner's stored messages of `stream` after `since` (`/api/history`).
+pub async fn history(
+    shared: &Arc<Shared>,
+    stream: Arc<str>,
+    since: u64,
+    limit: usize,
+) -> Result<HistoryPage, Refused> {
+    let owner = owner_of(&stream, shared.inboxes.len());
+    let (reply, answer) = oneshot::channel();
+    let msg = ShardMsg::History {
+        channel: stream,
+        since,
+        limit,
+        reply,
+    };
+    if shared.inboxes[owner].send(msg).is_err() {
+        return Err(Refused::ShuttingDown);
+    }
+    match tokio::time::timeout(SNAPSHOT_TIMEOUT, answer).await {
+        Ok(Ok(page)) => Ok(page),
+        _ => Err(Refused::ShuttingDown),
+    }
+}
+
+/// Every shard's subscribers of `stream` (`/api/presence`).
+pub async fn presence(shared: &Arc<Shared>, stream: Arc<str>) -> Result<Vec<Present>, Refused> {
+    let (g, done) = Gather::new(shared.inboxes.len());
+    for inbox in &shared.inboxes {
+        let msg = ShardMsg::Presence {
+            channel: stream.clone(),
+            gather: g.clone(),
+        };
+        if inbox.send(msg).is_err() {
+            return Err(Refused::ShuttingDown);
+        }
+    }
+    match tokio::time::timeout(SNAPSHOT_TIMEOUT, done).await {
+        Ok(Ok(())) => Ok(g.take().into_iter().flatten().collect()),
         _ => Err(Refused::ShuttingDown),
     }
 }

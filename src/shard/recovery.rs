@@ -71,7 +71,12 @@ impl Shard {
     /// A connection joined or left `stream`: tell the owner, which tells the subscriptions that
     /// asked for it, on every shard (PROTOCOL.md §10). Only for `--presence-channels`.
     pub(super) fn presence_event(&mut self, stream: &Arc<str>, key: usize, join: bool) {
-        if !self.shared.presence.iter().any(|p| p.matches(wire_name(stream))) {
+        if !self
+            .shared
+            .presence
+            .iter()
+            .any(|p| p.matches(wire_name(stream)))
+        {
             return;
         }
         let Some(conn) = self.conns.get(key) else {
