@@ -343,3 +343,112 @@ fn mesh_interest_gives_exact_subscribe_offsets_and_no_gap_or_duplicate() {
         assert_eq!(pump(&s1, &mut rx1), 0);
     });
 }
+
+#[test]
+fn recovery_on_another_shard_replays_up_to_the_answer_then_goes_live() {
+    run(async {
+        let (shared, mut rx) = shared(2, &["--presence-channels", ""]);
+        let (on_0, _) = names_by_owner();
+        let s0 = Shard::new_cell(0, shared.clone());
+        let s1 = Shard::new_cell(1, shared.clone());
+        let (mut rx0, mut rx1) = {
+            let mut it = rx.drain(..);
+            (it.next().unwrap(), it.next().unwrap())
+        };
+        let mut publisher = connect(&s0, &[]).await;
+        let publish = |n: u32| {
+            format!(
+                r#"{{"event_type":"publish","data":{{"channel":"{on_0}","event_type":"tick","data":{{"n":{n}}}}}}}"#
+            )
+        };
+        for n in 1..=3 {
+            send(&s0, &mut publisher, &publish(n));
+        }
+        let epoch = s0.borrow().engine.position(&on_0).unwrap().epoch;
+        // Shard 1 already follows the channel through another subscriber.
+        let mut plain = connect(&s1, &[]).await;
+        let sub = |id: &str, since: &str| {
+            format!(
+                r#"{{"event_type":"user_subscription","message_id":"{id}","data":{{"channel":"{on_0}"{since}}}}}"#
+            )
+        };
+        send(&s1, &mut plain, &sub("p", ""));
+        pump(&s0, &mut rx0);
+        pump(&s1, &mut rx1);
+        assert_eq!(plain.json()["data"]["offset"], 3);
+
+        // 4 is on its way to shard 1 when the recovering request goes out; 5 follows it.
+        send(&s0, &mut publisher, &publish(4));
+        let mut late = connect(&s1, &[]).await;
+        send(
+            &s1,
+            &mut late,
+            &sub(
+                "r",
+                &format!(r#","since":{{"offset":1,"epoch":"{epoch}"}}"#),
+            ),
+        );
+        late.nothing_pending();
+        send(&s0, &mut publisher, &publish(5));
+        assert_eq!(pump(&s0, &mut rx0), 1, "the Recover");
+        send(&s0, &mut publisher, &publish(6));
+        // Deliver 4, Deliver 5, Recovered (top 5), Deliver 6: the FIFO order.
+        assert_eq!(pump(&s1, &mut rx1), 4);
+        let reply = late.json();
+        assert_eq!(reply["reply_to"], "r");
+        assert_eq!(
+            (
+                reply["data"]["recovered"].as_bool(),
+                reply["data"]["offset"].as_u64()
+            ),
+            (Some(true), Some(5))
+        );
+        let offsets: Vec<u64> = (0..5)
+            .map(|_| late.json()["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            offsets,
+            [2, 3, 4, 5, 6],
+            "replay, then live, no gap or duplicate"
+        );
+        late.nothing_pending();
+        let plain_offsets: Vec<u64> = (0..3)
+            .map(|_| plain.json()["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(plain_offsets, [4, 5, 6]);
+
+        // A recovery whose view is new on shard 1: the answer is also the interest's ack.
+        let other = (0..)
+            .map(|i| format!("other{i}"))
+            .find(|n| owner_of(n, 2) == 0)
+            .unwrap();
+        let msg = format!(
+            r#"{{"event_type":"publish","data":{{"channel":"{other}","event_type":"tick","data":{{}}}}}}"#
+        );
+        send(&s0, &mut publisher, &msg);
+        send(&s0, &mut publisher, &msg);
+        let epoch = s0.borrow().engine.position(&other).unwrap().epoch;
+        let mut fresh = connect(&s1, &[]).await;
+        send(
+            &s1,
+            &mut fresh,
+            &format!(
+                r#"{{"event_type":"user_subscription","message_id":"f","data":{{"channel":"{other}","since":{{"offset":0,"epoch":"{epoch}"}}}}}}"#
+            ),
+        );
+        assert_eq!(pump(&s0, &mut rx0), 1, "one Recover, no separate Interest");
+        assert_eq!(pump(&s1, &mut rx1), 1);
+        let reply = fresh.json();
+        assert_eq!(reply["data"]["recovered"], true, "{reply}");
+        assert_eq!(fresh.json()["offset"], 1);
+        assert_eq!(fresh.json()["offset"], 2);
+        send(&s0, &mut publisher, &msg);
+        pump(&s1, &mut rx1);
+        assert_eq!(
+            fresh.json()["offset"],
+            3,
+            "the view is followed after the answer"
+        );
+        fresh.nothing_pending();
+    });
+}
