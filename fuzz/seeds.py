@@ -170,6 +170,10 @@ def main():
     write("conn_state", "zeros", bytes(64))
     write("conn_state", "ramp", bytes(range(256)))
     write("conn_state", "short-settings", bytes([0, 3, 9]) + bytes([1, 0, 0, 0, 0x40, 5]) * 40)
+    # history: arbitrary-encoded `Vec<Op>`; runs of bytes decode to pushes, steps and queries.
+    write("history", "zeros", bytes(64))
+    write("history", "ramp", bytes(range(256)))
+    write("history", "pushes", bytes([0, 0, 0, 0, 10, 8]) * 30 + bytes([0x80, 0, 3, 0, 9, 0, 20]) * 10)
 
 
 
