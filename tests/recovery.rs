@@ -75,6 +75,33 @@ async fn next_is_live(server: &Server, c: &mut Client, channel: &str, offset: u6
     );
 }
 
+/// Three WebSocket publishers (API key), each publishing `per` messages to `channel` one
+/// after the other, awaiting each answer.
+fn spawn_publishers(server: &Server, channel: &str, per: u64) -> Vec<tokio::task::JoinHandle<()>> {
+    let url = server.ws_url(&format!("/ws?api_key={API_KEY}"));
+    (0..3)
+        .map(|p| {
+            let (url, channel) = (url.clone(), channel.to_owned());
+            tokio::spawn(async move {
+                let (ws, _) = tokio_tungstenite::connect_async(url)
+                    .await
+                    .expect("connect");
+                let mut c = Client { ws };
+                c.next_json().await;
+                for i in 0..per {
+                    c.send_json(
+                        &json!({"event_type":"publish","message_id":format!("{p}-{i}"),
+                        "data":{"channel":channel,"event_type":"tick","data":{"p":p,"i":i}}}),
+                    )
+                    .await;
+                    let r = c.next_json().await;
+                    assert_eq!(r["event_type"], "publish", "{r}");
+                }
+            })
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn recovery_replays_exactly_what_was_missed_on_either_shard() {
     let server = Server::start(&[]);
@@ -117,28 +144,7 @@ async fn recovery_while_publishers_keep_publishing_has_no_gap_or_duplicate() {
         .as_str()
         .unwrap()
         .to_owned();
-    let addr = server.ws_url(&format!("/ws?api_key={API_KEY}"));
-    let publishers: Vec<_> = (0..3)
-        .map(|p| {
-            let addr = addr.clone();
-            tokio::spawn(async move {
-                let (ws, _) = tokio_tungstenite::connect_async(addr)
-                    .await
-                    .expect("connect");
-                let mut c = Client { ws };
-                c.next_json().await;
-                for i in 0..150 {
-                    c.send_json(
-                        &json!({"event_type":"publish","message_id":format!("{p}-{i}"),
-                        "data":{"channel":"live","event_type":"tick","data":{"p":p,"i":i}}}),
-                    )
-                    .await;
-                    let r = c.next_json().await;
-                    assert_eq!(r["event_type"], "publish", "{r}");
-                }
-            })
-        })
-        .collect();
+    let publishers = spawn_publishers(&server, channel, 150);
     // While they publish: recover on each shard, from the watcher's position at that moment.
     let mut last = 0;
     for (shard, mut c) in one_per_shard(&server, "/ws").await {
@@ -377,27 +383,7 @@ async fn soak_reconnecting_subscribers_miss_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
-    let pub_url = server.ws_url(&format!("/ws?api_key={API_KEY}"));
-    let publishers: Vec<_> = (0..3)
-        .map(|p| {
-            let url = pub_url.clone();
-            tokio::spawn(async move {
-                let (ws, _) = tokio_tungstenite::connect_async(url)
-                    .await
-                    .expect("connect");
-                let mut c = Client { ws };
-                c.next_json().await;
-                for i in 0..PER_PUBLISHER {
-                    c.send_json(
-                        &json!({"event_type":"publish","message_id":format!("{p}-{i}"),
-                        "data":{"channel":"soak","event_type":"tick","data":{"p":p,"i":i}}}),
-                    )
-                    .await;
-                    assert_eq!(c.next_json().await["event_type"], "publish");
-                }
-            })
-        })
-        .collect();
+    let publishers = spawn_publishers(&server, "soak", PER_PUBLISHER);
     let url = server.ws_url("/ws");
     let subscribers: Vec<_> = (0..4u64)
         .map(|s| {

@@ -261,25 +261,59 @@ fn names_by_owner() -> (String, String) {
     (a.unwrap(), b.unwrap())
 }
 
-#[test]
-fn mesh_interest_gives_exact_subscribe_offsets_and_no_gap_or_duplicate() {
-    run(async {
-        // Presence off: only the interest messages are counted here.
+/// Two shards over test-held inboxes, with presence off (so only the interest and recovery
+/// messages are counted), a publisher on shard 0, and the owner-0 channel name.
+struct TwoShards {
+    s0: Rc<RefCell<Shard>>,
+    s1: Rc<RefCell<Shard>>,
+    rx0: mpsc::UnboundedReceiver<ShardMsg>,
+    rx1: mpsc::UnboundedReceiver<ShardMsg>,
+    publisher: Peer,
+    on_0: String,
+}
+
+impl TwoShards {
+    async fn new() -> TwoShards {
         let (shared, mut rx) = shared(2, &["--presence-channels", ""]);
         let (on_0, _) = names_by_owner();
         let s0 = Shard::new_cell(0, shared.clone());
         let s1 = Shard::new_cell(1, shared.clone());
-        let (mut rx0, mut rx1) = {
+        let (rx0, rx1) = {
             let mut it = rx.drain(..);
             (it.next().unwrap(), it.next().unwrap())
         };
+        let publisher = connect(&s0, &[]).await;
+        TwoShards {
+            s0,
+            s1,
+            rx0,
+            rx1,
+            publisher,
+            on_0,
+        }
+    }
+}
+
+/// A WebSocket publish of tick `n` to `channel`.
+fn publish_msg(channel: &str, n: u32) -> String {
+    format!(
+        r#"{{"event_type":"publish","data":{{"channel":"{channel}","event_type":"tick","data":{{"n":{n}}}}}}}"#
+    )
+}
+
+#[test]
+fn mesh_interest_gives_exact_subscribe_offsets_and_no_gap_or_duplicate() {
+    run(async {
         // A publisher on the owner; three messages before anyone on shard 1 is interested.
-        let mut publisher = connect(&s0, &[]).await;
-        let publish = |n: u32| {
-            format!(
-                r#"{{"event_type":"publish","data":{{"channel":"{on_0}","event_type":"tick","data":{{"n":{n}}}}}}}"#
-            )
-        };
+        let TwoShards {
+            s0,
+            s1,
+            mut rx0,
+            mut rx1,
+            mut publisher,
+            on_0,
+        } = TwoShards::new().await;
+        let publish = |n: u32| publish_msg(&on_0, n);
         for n in 1..=3 {
             send(&s0, &mut publisher, &publish(n));
         }
@@ -347,20 +381,15 @@ fn mesh_interest_gives_exact_subscribe_offsets_and_no_gap_or_duplicate() {
 #[test]
 fn recovery_on_another_shard_replays_up_to_the_answer_then_goes_live() {
     run(async {
-        let (shared, mut rx) = shared(2, &["--presence-channels", ""]);
-        let (on_0, _) = names_by_owner();
-        let s0 = Shard::new_cell(0, shared.clone());
-        let s1 = Shard::new_cell(1, shared.clone());
-        let (mut rx0, mut rx1) = {
-            let mut it = rx.drain(..);
-            (it.next().unwrap(), it.next().unwrap())
-        };
-        let mut publisher = connect(&s0, &[]).await;
-        let publish = |n: u32| {
-            format!(
-                r#"{{"event_type":"publish","data":{{"channel":"{on_0}","event_type":"tick","data":{{"n":{n}}}}}}}"#
-            )
-        };
+        let TwoShards {
+            s0,
+            s1,
+            mut rx0,
+            mut rx1,
+            mut publisher,
+            on_0,
+        } = TwoShards::new().await;
+        let publish = |n: u32| publish_msg(&on_0, n);
         for n in 1..=3 {
             send(&s0, &mut publisher, &publish(n));
         }
@@ -422,9 +451,7 @@ fn recovery_on_another_shard_replays_up_to_the_answer_then_goes_live() {
             .map(|i| format!("other{i}"))
             .find(|n| owner_of(n, 2) == 0)
             .unwrap();
-        let msg = format!(
-            r#"{{"event_type":"publish","data":{{"channel":"{other}","event_type":"tick","data":{{}}}}}}"#
-        );
+        let msg = publish_msg(&other, 0);
         send(&s0, &mut publisher, &msg);
         send(&s0, &mut publisher, &msg);
         let epoch = s0.borrow().engine.position(&other).unwrap().epoch;
