@@ -133,6 +133,11 @@ pub fn text_frame_with<F: FnOnce(&mut Vec<u8>)>(capacity_hint: usize, write: F) 
     let (header, header_len) = encode_header(true, OpCode::Text, payload_len, None);
     let start = HEADROOM - header_len;
     buf[start..HEADROOM].copy_from_slice(&header[..header_len]);
+    // A frame may be kept (channel history) long after it is sent: give back a doubled
+    // buffer's slack once, here, rather than hold it per stored message.
+    if buf.capacity() - buf.len() > buf.len() / 8 {
+        buf.shrink_to_fit();
+    }
     Bytes::from(buf).slice(start..)
 }
 
