@@ -122,7 +122,10 @@ def main():
         "publish-game": {"event_type": "game_update", "data": game},
         "send": {"user_id": "u1", "event_type": "notification", "data": notification,
                  "channel": "bankroll"},
-        "unknown": {"event_type": "refresh", "message_id": "r1"},
+        "unknown": {"event_type": "Refresh", "message_id": "r1"},
+        "refresh": {"event_type": "refresh", "message_id": "r2",
+                    "data": {"token": "eyJhbGciOiJIUzI1NiJ9.e30.sig"}},
+        "refresh-no-token": {"event_type": "refresh", "message_id": "r3", "data": {}},
     }
     for name, doc in docs.items():
         write("client_json", name, bytes([8]) + json.dumps(doc).encode())
