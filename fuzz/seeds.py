@@ -173,6 +173,13 @@ def main():
     write("conn_state", "zeros", bytes(64))
     write("conn_state", "ramp", bytes(range(256)))
     write("conn_state", "short-settings", bytes([0, 3, 9]) + bytes([1, 0, 0, 0, 0x40, 5]) * 40)
+    # conn_state: a token deadline that fires at poll_timeout, one set in the past, a refresh
+    # that moves it, a clear, then heartbeat expiry.
+    write("conn_state", "token-expiry", cs_input(3, 9, [
+        ("expiry", ("at", 30)), ("deadline",), ("deadline",), ("expiry", ("at", -5)),
+        ("timeout",), ("expiry", ("at", 200)), ("activity",), ("deadline",),
+        ("expiry", ("clear",)), ("step", 100), ("timeout",), ("expiry", ("far",)), ("close", 0),
+        ("deadline",)]))
 
 
 
@@ -202,6 +209,46 @@ def ce_input(ttl, ops):
         else:
             out += variant(3)
     return out + b"\x00"
+
+
+def variant(i, n):
+    """The u32 that `derive(Arbitrary)` reads as variant i of an enum of n: (u32 * n) >> 32."""
+    return struct.pack("<I", -(-(i << 32) // n))
+
+
+def flagged(items):
+    """A Vec (or a last-field Vec): each element after a 1 byte, then a 0."""
+    return b"".join(b"\x01" + it for it in items) + b"\x00"
+
+
+def option(x):
+    return b"\x00" if x is None else b"\x01" + x
+
+
+def cs_input(interval, timeout, ops, echo=False):
+    """Bytes that `arbitrary` decodes to conn_state's `Input { echo, interval, timeout, ops }`."""
+    enc = []
+    for op in ops:
+        kind = op[0]
+        if kind == "step":
+            enc.append(variant(0, 7) + struct.pack("<H", op[1]))
+        elif kind == "activity":
+            enc.append(variant(1, 7))
+        elif kind == "timeout":
+            enc.append(variant(3, 7))
+        elif kind == "deadline":
+            enc.append(variant(4, 7))
+        elif kind == "close":
+            enc.append(variant(5, 7) + bytes([op[1]]))
+        else:
+            e = op[1]
+            if e[0] == "clear":
+                enc.append(variant(6, 7) + variant(0, 3))
+            elif e[0] == "at":
+                enc.append(variant(6, 7) + variant(1, 3) + struct.pack("<h", e[1]))
+            else:
+                enc.append(variant(6, 7) + variant(2, 3))
+    return bytes([int(echo), interval, timeout]) + flagged(enc)
 
 
 if __name__ == "__main__":
