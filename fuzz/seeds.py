@@ -122,7 +122,10 @@ def main():
         "publish-game": {"event_type": "game_update", "data": game},
         "send": {"user_id": "u1", "event_type": "notification", "data": notification,
                  "channel": "bankroll"},
-        "unknown": {"event_type": "refresh", "message_id": "r1"},
+        "unknown": {"event_type": "Refresh", "message_id": "r1"},
+        "refresh": {"event_type": "refresh", "message_id": "r2",
+                    "data": {"token": "eyJhbGciOiJIUzI1NiJ9.e30.sig"}},
+        "refresh-no-token": {"event_type": "refresh", "message_id": "r3", "data": {}},
     }
     for name, doc in docs.items():
         write("client_json", name, bytes([8]) + json.dumps(doc).encode())
@@ -174,6 +177,20 @@ def main():
     write("history", "zeros", bytes(64))
     write("history", "ramp", bytes(range(256)))
     write("history", "pushes", bytes([0, 0, 0, 0, 10, 8]) * 30 + bytes([0x80, 0, 3, 0, 9, 0, 20]) * 10)
+    # conn_state: a token deadline that fires at poll_timeout, one set in the past, a refresh
+    # that moves it, a clear, then heartbeat expiry.
+    write("conn_state", "token-expiry", cs_input(3, 9, [
+        ("expiry", ("at", 30)), ("deadline",), ("deadline",), ("expiry", ("at", -5)),
+        ("timeout",), ("expiry", ("at", 200)), ("activity",), ("deadline",),
+        ("expiry", ("clear",)), ("step", 100), ("timeout",), ("expiry", ("far",)), ("close", 0),
+        ("deadline",)]))
+
+    # token: arbitrary-encoded `Input { leeway, audience, issuer, now, token }` (tok_input), one
+    # per rule of the model, and the four known disagreements K1-K4 as signed examples.
+    for name, kw in TOKEN_SEEDS.items():
+        write("token", name, tok_input(**kw))
+    write("token", "zeros", bytes(64))
+    write("token", "ramp", bytes(range(256)))
 
 
 
@@ -203,6 +220,201 @@ def ce_input(ttl, ops):
         else:
             out += variant(3)
     return out + b"\x00"
+
+
+def variant(i, n):
+    """The u32 that `derive(Arbitrary)` reads as variant i of an enum of n: (u32 * n) >> 32."""
+    return struct.pack("<I", -(-(i << 32) // n))
+
+
+def flagged(items):
+    """A Vec (or a last-field Vec): each element after a 1 byte, then a 0."""
+    return b"".join(b"\x01" + it for it in items) + b"\x00"
+
+
+def option(x):
+    return b"\x00" if x is None else b"\x01" + x
+
+
+def cs_input(interval, timeout, ops, echo=False):
+    """Bytes that `arbitrary` decodes to conn_state's `Input { echo, interval, timeout, ops }`."""
+    enc = []
+    for op in ops:
+        kind = op[0]
+        if kind == "step":
+            enc.append(variant(0, 7) + struct.pack("<H", op[1]))
+        elif kind == "activity":
+            enc.append(variant(1, 7))
+        elif kind == "timeout":
+            enc.append(variant(3, 7))
+        elif kind == "deadline":
+            enc.append(variant(4, 7))
+        elif kind == "close":
+            enc.append(variant(5, 7) + bytes([op[1]]))
+        else:
+            e = op[1]
+            if e[0] == "clear":
+                enc.append(variant(6, 7) + variant(0, 3))
+            elif e[0] == "at":
+                enc.append(variant(6, 7) + variant(1, 3) + struct.pack("<h", e[1]))
+            else:
+                enc.append(variant(6, 7) + variant(2, 3))
+    return bytes([int(echo), interval, timeout]) + flagged(enc)
+
+
+# token's enums, in declaration order (see fuzz_targets/token.rs).
+ALG = ["hs", "none", "asym", "unknown", "number", "null", "missing"]
+NUM = ["near", "edge", "far", "abs", "str", "null", "bool", "array"]
+FORM = ["int", "half", "dotzero", "expzero", "expupper"]
+SUB = ["missing", "null", "name", "escaped", "bytes", "number", "array"]
+AUD = ["name", "list", "number", "null", "mixed"]
+ITEM = ["glob", "run", "wide", "empty", "number", "null", "nested"]
+SIGN = ["correct", "otherhs", "secret", "truncate", "extend", "padded", "empty", "garbage",
+        "mutate"]
+DUP = ["sub", "exp", "nbf", "aud", "iss", "channels", "custom"]
+PARAM = ["str", "number", "null", "object", "crit", "critnotarray"]
+
+
+def t_alg(a):
+    kind, *arg = a
+    return variant(ALG.index(kind), 7) + bytes(arg)
+
+
+def t_num(n):
+    if n is None:
+        return b"\x00"
+    kind, *arg = n
+    out = b"\x01" + variant(NUM.index(kind), len(NUM))
+    if kind == "edge":
+        out += bytes([int(arg[0]), arg[1]])
+    elif kind == "near":
+        out += struct.pack("<b", arg[0]) + variant(FORM.index(arg[1]), 5)
+    elif kind == "far":
+        out += struct.pack("<i", arg[0]) + variant(FORM.index(arg[1]), 5)
+    elif kind == "abs":
+        out += bytes([arg[0]])
+    return out
+
+
+def t_aud(a):
+    if a is None:
+        return b"\x00"
+    kind, *arg = a
+    out = b"\x01" + variant(AUD.index(kind), 5)
+    if kind == "name":
+        out += bytes([arg[0]])
+    elif kind == "list":
+        out += flagged([bytes([i]) for i in arg[0]])
+    return out
+
+
+def bnd(v, limit=256):
+    """The u16 that token's `boundary(n, limit)` maps to v."""
+    if limit - 1 <= v <= limit + 1:
+        return 4 * (v - limit + 1)
+    return 4 * v + 2 if v < 4 else 4 * v + 1
+
+
+def t_item(it):
+    kind, *arg = it
+    out = variant(ITEM.index(kind), 7)
+    if kind == "run":
+        out += struct.pack("<H", bnd(arg[0]))
+    elif kind in ("glob", "wide"):
+        out += bytes([arg[0]])
+    return out
+
+
+def t_pats(p):
+    if p is None:
+        return b"\x00"
+    kind, *arg = p
+    if kind == "null":
+        return b"\x01" + variant(0, 3)
+    if kind == "notarray":
+        return b"\x01" + variant(1, 3) + bytes([arg[0]])
+    count, item = arg
+    return b"\x01" + variant(2, 3) + struct.pack("<H", bnd(count)) + t_item(item) + b"\x00"
+
+
+def tok_input(leeway=0, audience=0, issuer=0, now=0, raw=None, alg=("hs", 0), typ=0,
+              kid=None, param=None, dup_alg=None, array=False, sub=("name", 0),
+              exp=("near", 60, "int"), nbf=None, aud=None, iss=None, channels=None,
+              publish=None, dup=None, sign=("correct",), size=None):
+    """Bytes that `arbitrary` decodes to token's `Input` (`now`: seconds after BASE)."""
+    out = bytes([leeway, audience, issuer]) + variant(0, 4) + struct.pack("<iI", now, 0)
+    if raw is not None:
+        return out + variant(1, 2) + flagged([bytes([b]) for b in raw])
+    out += variant(0, 2)
+    # HeaderSpec
+    out += t_alg(alg) + b"\x00"
+    out += option(None if typ is None else variant(typ, 3))
+    out += option(None if kid is None else variant(kid, 2))
+    out += option(None if param is None else variant(PARAM.index(param), 6))
+    out += option(None if dup_alg is None else t_alg(dup_alg))
+    out += b"\x00\x00" + bytes([int(array)]) + variant(0, 3)
+    # ClaimsSpec
+    kind, *arg = sub
+    out += variant(SUB.index(kind), 7)
+    out += flagged([bytes([b]) for b in arg[0]]) if kind == "bytes" else bytes(arg)
+    out += t_num(exp) + t_num(nbf) + t_aud(aud) + t_aud(iss) + t_pats(channels) + t_pats(publish)
+    out += b"\x00" + option(None if dup is None else variant(DUP.index(dup), 7))
+    out += b"\x00" + variant(0, 3) + b"\x00" + variant(0, 3)
+    # Sign, size
+    kind, *arg = sign
+    out += variant(SIGN.index(kind), 9)
+    if kind == "mutate":
+        out += struct.pack("<HB", arg[0], arg[1])
+    elif arg:
+        out += bytes(arg)
+    return out + option(None if size is None else struct.pack("<b", size))
+
+
+def hs256_token(header, claims, secret=b"huddle-fuzz-secret"):
+    import base64
+    import hashlib
+    import hmac
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+    msg = b64(json.dumps(header, separators=(",", ":")).encode()) + b"." \
+        + b64(json.dumps(claims, separators=(",", ":")).encode())
+    return msg + b"." + b64(hmac.new(secret, msg, hashlib.sha256).digest())
+
+
+# BASE (2026-12-01T00:00:00Z) in the target.
+BASE = 1_796_083_200
+TOKEN_SEEDS = {
+    "valid-hs256": {},
+    "valid-all-claims": dict(leeway=3, audience=1, issuer=1, alg=("hs", 2), kid=0,
+                             nbf=("near", -5, "int"), aud=("list", [4, 0]), iss=("name", 0),
+                             channels=("list", 3, ("glob", 0)), publish=("list", 1, ("glob", 2))),
+    "exp-fraction": dict(exp=("near", 0, "half"), leeway=4),
+    "exp-far-limit": dict(exp=("abs", 6)),
+    "expired-at-exp": dict(exp=("near", 0, "int")),
+    "nbf-future": dict(nbf=("near", 5, "int")),
+    "nbf-at-leeway-edge": dict(leeway=2, nbf=("edge", False, 1)),
+    "exp-at-leeway-edge": dict(leeway=3, exp=("edge", True, 2)),
+    "alg-none": dict(alg=("none", 1)),
+    "rs256": dict(alg=("asym", 0)),
+    "wrong-secret": dict(sign=("secret", 0)),
+    "other-hs": dict(alg=("hs", 1), sign=("otherhs", 0)),
+    "at-limit": dict(size=2),
+    "one-over-limit": dict(size=3),
+    "channels-257": dict(channels=("list", 257, ("glob", 1))),
+    "pattern-257-bytes": dict(publish=("list", 1, ("run", 257))),
+    "pattern-256-bytes": dict(publish=("list", 2, ("run", 256))),
+    "sub-empty": dict(sub=("bytes", b"")),
+    "dup-sub": dict(dup="sub"),
+    "dup-alg": dict(alg=("none", 0), dup_alg=("hs", 0)),
+    "mutated": dict(sign=("mutate", 40, 62)),
+    "header-array": dict(array=True),
+    "k1-kid-number": dict(kid=1),
+    "k2-numeric-header-param": dict(param="number"),
+    "k3-crit": dict(param="crit"),
+    "k4-iss-array": dict(issuer=1, iss=("list", [2, 0])),
+    "raw-valid": dict(raw=hs256_token({"alg": "HS256", "typ": "JWT"},
+                                      {"sub": "u1", "exp": BASE + 60})),
+    "raw-none": dict(raw=b"eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1MSIsImV4cCI6NDAwMDAwMDAwMH0."),
+}
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 //!   is one the parser may produce (never forbidden / rate_limited), `reply_to` is the string
 //!   `message_id` whenever the input was a JSON object (and None for malformed JSON or a
 //!   non-string id), too_many_subscriptions only answers a user_subscription and unknown_event
-//!   only an event type outside the four a client may send.
+//!   only an event type outside the five a client may send. A `refresh` carries the document's
+//!   non-empty string `data.token`.
 //! - `PublishRequest::parse`, `DirectMessage::parse_send` / `parse_broadcast`: on Ok channels are
 //!   valid, unique and non-empty, the event type is valid and publishable, the payload passes
 //!   `validate_payload`, message_id is 1-128 bytes; send has a non-empty user_id; whatever
@@ -30,11 +31,12 @@ use huddle::protocol::{
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 
-const CLIENT_EVENTS: [&str; 4] = [
+const CLIENT_EVENTS: [&str; 5] = [
     "heartbeat",
     "user_subscription",
     "user_unsubscription",
     "publish",
+    "refresh",
 ];
 
 fn assert_unique_valid<'a>(names: impl IntoIterator<Item = &'a str>) {
@@ -159,6 +161,13 @@ fuzz_target!(|data: &[u8]| {
                     assert_unique_valid(names.iter().map(String::as_str))
                 }
                 ClientRequest::Publish(p) => assert_publish(p),
+                ClientRequest::Refresh(token) => {
+                    assert!(!token.is_empty(), "empty refresh token");
+                    if let Some(o) = obj {
+                        let doc_token = o.get("data").and_then(|d| d.get("token"));
+                        assert_eq!(doc_token.and_then(Value::as_str), Some(token.as_str()));
+                    }
+                }
             }
         }
         Err(e) => {

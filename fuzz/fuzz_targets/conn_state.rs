@@ -1,22 +1,29 @@
 //! Invariant: `conn::state::ConnState` under arbitrary sequences of client activity, client
-//! frames, server closes and timeouts (time a fake `Instant` moving forward by bounded steps,
-//! settings from tiny to `Duration::MAX`) behaves like this model of PROTOCOL.md §5–§6:
+//! frames, server closes, token deadlines and timeouts (time a fake `Instant` moving forward by
+//! bounded steps, settings from tiny to `Duration::MAX`) behaves like this model of PROTOCOL.md
+//! §5–§6 and §9:
 //!
-//! - Open: `handle_timeout(now)` expires exactly when `now - last_seen >= timeout`; otherwise
-//!   it pings exactly when `now - last_seen >= interval` and no ping was sent since the last
-//!   activity (at most one ping per silence). `poll_timeout()` is `last_seen + min(interval,
-//!   timeout)` before the ping and `last_seen + timeout` after it (saturating, never a panic),
-//!   so a shard that calls `handle_timeout` at every `poll_timeout` never expires a connection
-//!   early and never skips its ping.
+//! - Token deadline: `set_expiry` sets, moves (a `refresh`) or clears it, to any instant
+//!   including one already past; `expires_at()` returns it. While open, `handle_timeout(now)`
+//!   returns `TokenExpired` exactly when `now >= expires_at`, before any heartbeat verdict, and
+//!   changes nothing else (no ping recorded), so it repeats until the shard closes with 4401.
+//! - Open: otherwise `handle_timeout(now)` expires exactly when `now - last_seen >= timeout`;
+//!   otherwise it pings exactly when `now - last_seen >= interval` and no ping was sent since the
+//!   last activity (at most one ping per silence). `poll_timeout()` is the earlier of the token
+//!   deadline and the liveness deadline, `last_seen + min(interval, timeout)` before the ping and
+//!   `last_seen + timeout` after it (saturating, never a panic), so a shard that calls
+//!   `handle_timeout` at every `poll_timeout` never expires a connection or a token early and
+//!   never skips its ping or the token's end.
 //! - Client frames while open: ping → a pong, pong → nothing, text → handed on, binary →
 //!   refused (or both echoed on an echo connection), close → asks for the close (its code
 //!   echoed, 0 for an empty close).
 //! - `close(reason)` returns a close frame exactly once (the first close wins) and moves the
-//!   connection to closing; from then on timeouts do nothing, `poll_timeout` is None, every
-//!   frame but a close is ignored, and the client's close marks `peer_closed`. The close
-//!   frame carries `reason.code()`.
+//!   connection to closing; from then on timeouts do nothing (a past token deadline included),
+//!   `poll_timeout` is None, every frame but a close is ignored, and the client's close marks
+//!   `peer_closed`. The close frame carries `reason.code()`.
 //!
-//! Input: structured (`arbitrary`): `Input { echo, interval, timeout, ops }`, at most 500 ops.
+//! Input: structured (`arbitrary`): `Input { echo, interval, timeout, ops }`, at most 500 ops;
+//! `Op::Expiry` sets the token deadline relative to the current fake time.
 
 #![no_main]
 
@@ -52,6 +59,17 @@ enum Op {
     /// The shard's timer fires at `poll_timeout` (time jumps there if it is ahead).
     TimeoutAtDeadline,
     Close(u8),
+    /// The token deadline is set, moved or cleared.
+    Expiry(Expiry),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Expiry {
+    Clear,
+    /// Milliseconds from now; negative is already past (clamped at the start).
+    At(i16),
+    /// Far ahead (100 years).
+    Far,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -93,6 +111,7 @@ fuzz_target!(|input: Input| {
     let mut pinged = false;
     let mut closing = false;
     let mut peer_closed = false;
+    let mut expires_at: Option<Instant> = None;
     for op in input.ops.iter().take(500) {
         match op {
             Op::Step(ms) => now += Duration::from_millis(u64::from(*ms)),
@@ -123,7 +142,10 @@ fuzz_target!(|input: Input| {
                     }
                     (_, true) => assert_eq!(action, FrameAction::None),
                     (Frame::Close(code), false) => {
-                        assert_eq!(action, FrameAction::Close(CloseReason::Echo(code.unwrap_or(0))))
+                        assert_eq!(
+                            action,
+                            FrameAction::Close(CloseReason::Echo(code.unwrap_or(0)))
+                        )
                     }
                     (Frame::Ping, false) => assert!(matches!(action, FrameAction::Send(_))),
                     (Frame::Pong, false) => assert_eq!(action, FrameAction::None),
@@ -150,6 +172,8 @@ fuzz_target!(|input: Input| {
                 let silent = now - last_seen;
                 if closing {
                     assert_eq!(action, TimeoutAction::None);
+                } else if expires_at.is_some_and(|t| now >= t) {
+                    assert_eq!(action, TimeoutAction::TokenExpired);
                 } else if silent >= cfg.timeout {
                     assert_eq!(action, TimeoutAction::Expire);
                 } else if silent >= cfg.interval && !pinged {
@@ -172,6 +196,21 @@ fuzz_target!(|input: Input| {
                     peer_closed = matches!(reason, CloseReason::Echo(_));
                 }
             }
+            Op::Expiry(e) => {
+                let at = match e {
+                    Expiry::Clear => None,
+                    Expiry::At(ms) if *ms >= 0 => {
+                        Some(now + Duration::from_millis(ms.unsigned_abs().into()))
+                    }
+                    Expiry::At(ms) => {
+                        let back = Duration::from_millis(ms.unsigned_abs().into());
+                        Some(now - back.min(now - start))
+                    }
+                    Expiry::Far => now.checked_add(Duration::from_secs(100 * 365 * 86_400)),
+                };
+                c.set_expiry(at);
+                expires_at = at;
+            }
         }
         // Deadlines follow the model.
         let expected = (!closing).then(|| {
@@ -180,9 +219,11 @@ fuzz_target!(|input: Input| {
             } else {
                 cfg.interval.min(cfg.timeout)
             };
-            last_seen.checked_add(after).unwrap_or(last_seen)
+            let liveness = last_seen.checked_add(after).unwrap_or(last_seen);
+            expires_at.map_or(liveness, |t| t.min(liveness))
         });
         assert_eq!(c.poll_timeout(&cfg), expected);
+        assert_eq!(c.expires_at(), expires_at);
         assert_eq!(c.is_open(), !closing);
         if let Phase::Closing { peer_closed: p, .. } = c.phase() {
             assert_eq!(p, peer_closed);
