@@ -2,9 +2,13 @@
 //! expiry, compiled claim patterns); [`rights`] decides what a connection may subscribe to and
 //! publish.
 //!
-//! Time comes in as an argument (`now` since the Unix epoch), so every rule is tested with a fake
-//! clock. `exp` and `nbf` are checked here, not by `jsonwebtoken`, with `--jwt-leeway` (default 0,
-//! where the crate's own default is 60 s): a token is expired from the second `exp + leeway` on
+//! `jsonwebtoken` holds the keys (PEM, JWK) and checks the signature (`crypto::verify`); the
+//! header and the claims are read here, so that the rules are exactly RFC 7515/7519's and
+//! PROTOCOL.md's: unknown header parameters of any type are ignored, `crit` is refused (huddle
+//! implements no extension), `iss` is one string, and no claim is looked at before the signature
+//! is good. Time comes in as an argument (`now` since the Unix epoch), so every rule is tested
+//! with a fake clock: `exp` and `nbf` are checked with `--jwt-leeway` (default 0, where the
+//! crate's own default is 60 s), and a token is expired from the second `exp + leeway` on
 //! (RFC 7519 §4.1.4: "on or after").
 //!
 //! The key set sits behind a lock that only upgrades, refreshes and `SIGHUP` take (never the
@@ -18,11 +22,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use jsonwebtoken::Algorithm;
 use parking_lot::RwLock;
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 pub use crate::error::AuthError;
 pub use keys::KeySet;
@@ -71,9 +76,6 @@ impl Settings {
 pub struct Auth {
     settings: Settings,
     keys: RwLock<Arc<KeySet>>,
-    /// One per algorithm family (the crate checks every listed algorithm against the key's
-    /// family); see [`validation`].
-    validations: [Validation; 4],
 }
 
 impl Auth {
@@ -89,17 +91,9 @@ impl Auth {
 
     /// A verifier over a key set built elsewhere (tests, benches).
     pub fn with_keys(settings: Settings, keys: KeySet) -> Auth {
-        let validations = [
-            AlgorithmFamily::Hmac,
-            AlgorithmFamily::Rsa,
-            AlgorithmFamily::Ec,
-            AlgorithmFamily::Ed,
-        ]
-        .map(|family| validation(&settings, family));
         Auth {
             settings,
             keys: RwLock::new(Arc::new(keys)),
-            validations,
         }
     }
 
@@ -117,42 +111,100 @@ impl Auth {
         Ok(n)
     }
 
-    /// Verifies `token` at `now` (since the Unix epoch).
+    /// Verifies `token` at `now` (since the Unix epoch), layer by layer: size, shape, header
+    /// (RFC 7515 §4: `alg`, `kid`, `crit`; other parameters ignored), key, signature (by
+    /// `jsonwebtoken`), and only then the claims (RFC 7519 §4, PROTOCOL.md §9).
     pub fn verify(&self, token: &str, now: Duration) -> Result<Identity, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLarge(MAX_TOKEN_LEN));
         }
-        let alg = header_alg(token)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|e| map_error(&e))?;
-        debug_assert_eq!(header.alg, alg);
+        let malformed = |m: &str| AuthError::Malformed(m.into());
+        let mut parts = token.split('.');
+        let (Some(head), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed("expected three dot-separated parts"));
+        };
+        let header = Header::parse(head)?;
         let keys = self.keys.read().clone();
         let key = keys.select(header.alg, header.kid.as_deref())?;
-        let validation = &self.validations[family_index(header.alg.family())];
-        let data = jsonwebtoken::decode::<RawClaims>(token, &key.key, validation)
-            .map_err(|e| map_error(&e))?;
-        self.identity(data.claims, now)
+        let signed = &token.as_bytes()[..head.len() + 1 + payload.len()];
+        match jsonwebtoken::crypto::verify(signature, signed, &key.key, header.alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(AuthError::BadSignature),
+            Err(e) if matches!(e.kind(), ErrorKind::Base64(_)) => {
+                return Err(malformed("signature is not base64url"))
+            }
+            Err(_) => return Err(AuthError::BadSignature),
+        }
+        let bytes = B64
+            .decode(payload)
+            .map_err(|_| malformed("payload is not base64url"))?;
+        let claims = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(AuthError::BadClaim("claims must be a JSON object".into())),
+            // Signed, so its author meant these claims: say what is wrong with them (a number
+            // such as 1e400 that no f64 holds lands here too).
+            Err(_) => {
+                return Err(AuthError::BadClaim(
+                    "claims are not JSON, or hold a number out of range".into(),
+                ))
+            }
+        };
+        self.identity(claims, now)
     }
 
-    /// Checks time and shape of verified claims.
-    fn identity(&self, c: RawClaims, now: Duration) -> Result<Identity, AuthError> {
+    /// Checks the claims of a token whose signature is good.
+    fn identity(&self, mut c: Map<String, Value>, now: Duration) -> Result<Identity, AuthError> {
+        let bad = |m: &str| AuthError::BadClaim(m.into());
+        let missing = |m: &str| AuthError::MissingClaim(m.into());
+        let user = match c.remove("sub") {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            Some(Value::String(_)) => return Err(bad("sub: must not be empty")),
+            None => return Err(missing("sub")),
+            Some(_) => return Err(bad("sub: must be a string")),
+        };
+        let exp = match c.get("exp") {
+            None => return Err(missing("exp")),
+            Some(v) => seconds_claim("exp", v)?,
+        };
         let leeway = self.settings.leeway;
-        let exp = seconds_claim(
-            "exp",
-            c.exp.ok_or_else(|| AuthError::MissingClaim("exp".into()))?,
-        )?;
         let end = Duration::from_secs(exp).saturating_add(leeway);
         if now >= end {
             return Err(AuthError::Expired);
         }
-        if let Some(nbf) = c.nbf {
-            let nbf = seconds_claim("nbf", nbf)?;
-            if Duration::from_secs(nbf) > now.saturating_add(leeway) {
-                return Err(AuthError::NotYetValid);
+        match c.get("nbf") {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                let nbf = seconds_claim("nbf", v)?;
+                if Duration::from_secs(nbf) > now.saturating_add(leeway) {
+                    return Err(AuthError::NotYetValid);
+                }
             }
         }
-        let user = c.sub.ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
-        if user.is_empty() {
-            return Err(AuthError::BadClaim("sub: must not be empty".into()));
+        let s = &self.settings;
+        if !s.audience.is_empty() {
+            let listed = |a: &Value| a.as_str().is_some_and(|a| s.audience.iter().any(|x| x == a));
+            match c.get("aud") {
+                None => return Err(missing("aud")),
+                Some(Value::String(_)) if listed(&c["aud"]) => {}
+                Some(Value::String(_)) => return Err(AuthError::Audience),
+                Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
+                    if !list.iter().any(listed) {
+                        return Err(AuthError::Audience);
+                    }
+                }
+                Some(_) => return Err(bad("aud: must be a string or an array of strings")),
+            }
+        }
+        if !s.issuer.is_empty() {
+            // RFC 7519 §4.1.1: one StringOrURI, never a list.
+            match c.get("iss") {
+                None => return Err(missing("iss")),
+                Some(Value::String(i)) if s.issuer.iter().any(|x| x == i) => {}
+                Some(Value::String(_)) => return Err(AuthError::Issuer),
+                Some(_) => return Err(bad("iss: must be a string")),
+            }
         }
         Ok(Identity {
             user,
@@ -160,62 +212,57 @@ impl Auth {
             valid_for: end - now,
             expires_in: exp.saturating_sub(now.as_secs()),
             grants: Grants::new(
-                &claim_patterns("channels", c.channels)?,
-                &claim_patterns("publish", c.publish)?,
+                &claim_patterns("channels", c.remove("channels"))?,
+                &claim_patterns("publish", c.remove("publish"))?,
             ),
         })
     }
 }
 
-/// What the crate checks: the signature, `sub` and `exp` present, `aud` and `iss` when
-/// configured. Time is checked by [`Auth::identity`]; key selection has already bound the
-/// algorithm to the key, so every algorithm of the family is let through to the signature check.
-fn validation(settings: &Settings, family: AlgorithmFamily) -> Validation {
-    let mut v = Validation::new_for_family(family);
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.leeway = 0;
-    let mut required = vec!["sub", "exp"];
-    v.validate_aud = !settings.audience.is_empty();
-    if v.validate_aud {
-        v.set_audience(&settings.audience);
-        required.push("aud");
-    }
-    if !settings.issuer.is_empty() {
-        v.set_issuer(&settings.issuer);
-        required.push("iss");
-    }
-    v.set_required_spec_claims(&required);
-    v
+/// The header parameters huddle reads (RFC 7515 §4.1); every other one is ignored, whatever its
+/// type.
+struct Header {
+    alg: Algorithm,
+    kid: Option<String>,
 }
 
-fn family_index(f: AlgorithmFamily) -> usize {
-    match f {
-        AlgorithmFamily::Hmac => 0,
-        AlgorithmFamily::Rsa => 1,
-        AlgorithmFamily::Ec => 2,
-        AlgorithmFamily::Ed => 3,
+impl Header {
+    fn parse(head: &str) -> Result<Header, AuthError> {
+        let malformed = |m: &str| AuthError::Malformed(m.into());
+        let bytes = B64
+            .decode(head)
+            .map_err(|_| malformed("header is not base64url"))?;
+        let Ok(Value::Object(h)) = serde_json::from_slice::<Value>(&bytes) else {
+            return Err(malformed("header is not a JSON object"));
+        };
+        let alg = match h.get("alg") {
+            Some(Value::String(a)) => a,
+            None => return Err(malformed("header has no alg")),
+            Some(_) => return Err(malformed("alg must be a string")),
+        };
+        if alg.eq_ignore_ascii_case("none") {
+            return Err(AuthError::AlgNone);
+        }
+        let alg = alg
+            .parse::<Algorithm>()
+            .map_err(|_| malformed("unsupported alg"))?;
+        // RFC 7515 §4.1.11: huddle implements no extension, so any critical one makes the token
+        // invalid.
+        if h.contains_key("crit") {
+            return Err(malformed("crit header parameters are not supported"));
+        }
+        let kid = match h.get("kid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => Some(k.clone()),
+            Some(_) => return Err(malformed("kid must be a string")),
+        };
+        Ok(Header { alg, kid })
     }
-}
-
-/// The claims huddle reads; others are ignored. `sub` and `exp` are required by the validation.
-#[derive(Deserialize)]
-struct RawClaims {
-    // Optional here so that a missing one is reported by the crate's check as missing.
-    #[serde(default)]
-    sub: Option<String>,
-    #[serde(default)]
-    exp: Option<f64>,
-    #[serde(default)]
-    nbf: Option<f64>,
-    #[serde(default)]
-    channels: Option<serde_json::Value>,
-    #[serde(default)]
-    publish: Option<serde_json::Value>,
 }
 
 /// A NumericDate (RFC 7519 §2) as whole seconds.
-fn seconds_claim(name: &str, v: f64) -> Result<u64, AuthError> {
+fn seconds_claim(name: &str, v: &Value) -> Result<u64, AuthError> {
+    let v = v.as_f64().ok_or_else(|| AuthError::BadClaim(format!("{name}: must be a number")))?;
     if (0.0..1e15).contains(&v) {
         Ok(v as u64)
     } else {
@@ -242,53 +289,6 @@ fn claim_patterns(name: &str, v: Option<serde_json::Value>) -> Result<Vec<String
             _ => Err(bad("every pattern must be a string of 1 to 256 bytes")),
         })
         .collect()
-}
-
-/// The `alg` of the token's header, read before `jsonwebtoken` (which cannot name `none`), so
-/// `alg: none` gets its own refusal.
-fn header_alg(token: &str) -> Result<Algorithm, AuthError> {
-    #[derive(Deserialize)]
-    struct Head {
-        alg: Option<String>,
-    }
-    let malformed = |m: &str| AuthError::Malformed(m.into());
-    let mut parts = token.split('.');
-    let (Some(head), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(malformed("expected three dot-separated parts"));
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(head)
-        .map_err(|_| malformed("header is not base64url"))?;
-    let head: Head =
-        serde_json::from_slice(&bytes).map_err(|_| malformed("header is not a JSON object"))?;
-    let alg = head.alg.ok_or_else(|| malformed("header has no alg"))?;
-    if alg.eq_ignore_ascii_case("none") {
-        return Err(AuthError::AlgNone);
-    }
-    alg.parse::<Algorithm>()
-        .map_err(|_| malformed("unsupported alg"))
-}
-
-fn map_error(e: &jsonwebtoken::errors::Error) -> AuthError {
-    match e.kind() {
-        ErrorKind::InvalidSignature => AuthError::BadSignature,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            AuthError::Malformed("unsupported alg".into())
-        }
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-        ErrorKind::InvalidAudience => AuthError::Audience,
-        ErrorKind::InvalidIssuer => AuthError::Issuer,
-        ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
-        ErrorKind::InvalidClaimFormat(c) => AuthError::BadClaim(c.clone()),
-        ErrorKind::Json(_) => AuthError::BadClaim("claims do not have the expected types".into()),
-        ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
-            AuthError::Malformed("not a JWT".into())
-        }
-        _ => AuthError::BadSignature,
-    }
 }
 
 /// The token of an upgrade request: `?token=` first, else `Authorization: Bearer` (scheme in any

@@ -301,3 +301,45 @@ fn minted_development_tokens_verify() {
     assert_eq!((id.user.as_str(), id.expires_in), ("dev", 10));
     assert!(id.grants.may_subscribe("vip_1") && id.grants.publish.is_empty());
 }
+
+#[test]
+fn header_rules_of_rfc_7515() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    let a = auth(Settings {
+        issuer: vec!["https://auth.example".into()],
+        ..Settings::default()
+    });
+    let sign = |header: &Value, payload: &Value| {
+        let msg = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(payload.to_string())
+        );
+        let sig = jsonwebtoken::crypto::sign(
+            msg.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{msg}.{sig}")
+    };
+    let good = claims(json!({"iss": "https://auth.example"}));
+    // Unknown parameters are ignored, whatever their type (§4).
+    let t = sign(&json!({"alg":"HS256","x-custom":1,"y":{"z":null}}), &good);
+    assert!(a.verify(&t, now()).is_ok());
+    // A critical extension huddle does not implement makes the token invalid (§4.1.11).
+    let t = sign(&json!({"alg":"HS256","crit":["x"],"x":"v"}), &good);
+    assert!(matches!(a.verify(&t, now()), Err(AuthError::Malformed(m)) if m.contains("crit")));
+    // Registered parameters of the wrong type are the header's fault, not the claims'.
+    let t = sign(&json!({"alg":"HS256","kid":1}), &good);
+    assert!(matches!(a.verify(&t, now()), Err(AuthError::Malformed(m)) if m.contains("kid")));
+    let t = sign(&json!(["HS256"]), &good);
+    assert!(matches!(a.verify(&t, now()), Err(AuthError::Malformed(_))));
+    // `iss` is one string (RFC 7519 §4.1.1), never a list that happens to contain ours.
+    let t = sign(
+        &json!({"alg":"HS256"}),
+        &claims(json!({"iss": ["https://evil.example", "https://auth.example"]})),
+    );
+    assert!(matches!(a.verify(&t, now()), Err(AuthError::BadClaim(m)) if m.contains("iss")));
+}
