@@ -11,7 +11,7 @@
 //! server's CPU time is read from `/proc/PID/stat`. All clients live in this process, so one clock
 //! (`SystemTime`, the same kernel clock in every process) stamps sends and receipts.
 //!
-//! Two more scenarios run against huddle only:
+//! Three more scenarios run against huddle only:
 //!
 //! - **flood**: one WebSocket publisher pipelining publishes as fast as it can for
 //!   `FANOUT_FLOOD_SECS` (10) against `FANOUT_FLOOD_SUBSCRIBERS` (2,000) subscribers that read as
@@ -22,16 +22,32 @@
 //! - **stalled**: the 1k×200/s fan-out run twice, once with every subscriber reading and once
 //!   with 10% of them connected with a 4 KiB `SO_RCVBUF` and never reading; compares the fast
 //!   readers' p99 and the server CPU per delivery (targets: within 1.2× and 1.1×).
+//! - **storm**: a reconnect storm (PROTOCOL.md §10), 2 shards, `--history-size 100 --recovery-max
+//!   1000` (raised to the gap if it is larger). `FANOUT_STORM_LIVE` (500) subscribers read the
+//!   channel `live`, published at `FANOUT_STORM_RATE` (1,000) msg/s over the WebSocket, with the
+//!   latency method above. `FANOUT_STORM_CLIENTS` (1,000) clients subscribe to `storm`, note
+//!   offset and epoch, and disconnect; `FANOUT_STORM_MISSED` (100) messages are published to
+//!   `storm`; after 2 s of quiet all of them reconnect at once and subscribe with `since`.
+//!   Reports the time from the first reconnect to the last client holding its `recovered:true`
+//!   reply and every missed message, per-client p50/p99, and the live channel's latency during
+//!   the storm against the same-length window just before it. Fails unless every client gets
+//!   `recovered:true` and exactly offsets since+1..=top in order, each the frame a witness (a
+//!   `storm` subscriber that never leaves) received live, then the next live offset; and on any
+//!   fault in the live channel's delivery. It holds about clients + subscribers sockets in this
+//!   process and as many in the server: `ulimit -n 20000` (the soft limit is raised to the hard
+//!   one here).
 //!
 //! `cargo bench --bench fanout` runs every scenario and appends the tables to BENCHMARKS.md.
-//! Environment: `FANOUT_SCENARIOS=1k-200,10k-burst,flood,stalled` (names below; `FANOUT_SCENARIO`
-//! is accepted too), `FANOUT_SECONDS=5`, `FANOUT_SMOKE=1` (tiny sizes, for CI),
+//! Environment: `FANOUT_SCENARIOS=1k-200,10k-burst,flood,stalled,storm` (names below;
+//! `FANOUT_SCENARIO` is accepted too), `FANOUT_SECONDS=5`, `FANOUT_SMOKE=1` (tiny sizes, for CI),
 //! `FANOUT_SERVERS=huddle,baseline,raw`, `FANOUT_NO_WRITE=1` (print only), `FANOUT_SUBSCRIBERS` /
 //! `FANOUT_MESSAGES` (override sizes), `FANOUT_FLOOD_SECS` / `FANOUT_FLOOD_SUBSCRIBERS` (flood
 //! sizes), `FANOUT_FLOOD_RSS_CAP_MIB` (4096; smoke 256: a safety stop, the publisher stops
 //! early once the server's RSS passes it), `FANOUT_RSS_REPORT_ONLY=1` (a full run does not fail
-//! on the flood's RSS bounds; smoke runs never do), `HUDDLE_BIN` (a prebuilt server binary
-//! instead of building target/release/huddle), `FANOUT_HUDDLE_PREFIX` (run huddle under a tool
+//! on the flood's RSS bounds; smoke runs never do), `FANOUT_STORM_CLIENTS` /
+//! `FANOUT_STORM_MISSED` / `FANOUT_STORM_LIVE` / `FANOUT_STORM_RATE` (storm sizes; smoke: 20,
+//! 10, 20, 200), `HUDDLE_BIN` (a prebuilt server binary instead of building
+//! target/release/huddle), `FANOUT_HUDDLE_PREFIX` (run huddle under a tool
 //! such as valgrind). Any run fails on lost, duplicated or reordered deliveries.
 
 use std::collections::HashMap;
@@ -2045,15 +2061,125 @@ fn channel_subscribers(addr: SocketAddr, channel: &str) -> Result<u64, String> {
         .unwrap_or(0))
 }
 
-/// The sum of a counter over its labels in `/metrics`.
-fn metric_sum(addr: SocketAddr, name: &str) -> Option<f64> {
-    let body = http_get(addr, "/metrics").ok()?;
-    let vals: Vec<f64> = body
+/// CPU counters and two of the server's metrics at one moment of the storm scenario.
+struct StormSnap {
+    at: Instant,
+    server_cpu: f64,
+    client_cpu: f64,
+    /// Busy seconds of the whole machine (other sessions' processes included).
+    machine_busy: f64,
+    /// `huddle_publish_to_write_seconds` buckets summed over the shards: (le, cumulative count).
+    p2w: Vec<(f64, f64)>,
+    /// `huddle_messages_replayed_total`, summed over the shards.
+    replayed: Option<f64>,
+}
+
+fn storm_snap(addr: SocketAddr, pid: u32) -> StormSnap {
+    let at = Instant::now();
+    let (server_cpu, client_cpu) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
+    let machine_busy = machine_busy_seconds();
+    let body = http_get(addr, "/metrics").unwrap_or_default();
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let mut replayed = None;
+    for line in body.lines() {
+        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if line.starts_with("huddle_messages_replayed_total") {
+            *replayed.get_or_insert(0.0) += v;
+        } else if line.starts_with("huddle_publish_to_write_seconds_bucket{") {
+            let le = line
+                .split_once("le=\"")
+                .and_then(|(_, r)| r.split_once('"'))
+                .map(|(le, _)| {
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap_or(f64::NAN)
+                    }
+                });
+            if let Some(le) = le.filter(|le| !le.is_nan()) {
+                match buckets.iter_mut().find(|b| b.0 == le) {
+                    Some(b) => b.1 += v,
+                    None => buckets.push((le, v)),
+                }
+            }
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    StormSnap {
+        at,
+        server_cpu,
+        client_cpu,
+        machine_busy,
+        p2w: buckets,
+        replayed,
+    }
+}
+
+/// user + nice + system + irq + softirq of every CPU, in seconds (`/proc/stat`).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
         .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
         .collect();
-    (!vals.is_empty()).then(|| vals.iter().sum())
+    [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| f.get(i))
+        .sum::<f64>()
+        / 100.0
+}
+
+/// Cores busy between two snapshots: the server, this process, the whole machine.
+fn cores_between(a: &StormSnap, b: &StormSnap) -> String {
+    let secs = b.at.saturating_duration_since(a.at).as_secs_f64();
+    if secs < 0.1 {
+        // /proc counts in 10 ms ticks.
+        return "– (under 100 ms, too short to sample)".into();
+    }
+    format!(
+        "server {:.2}, bench client {:.2}, whole machine {:.2}",
+        (b.server_cpu - a.server_cpu) / secs,
+        (b.client_cpu - a.client_cpu) / secs,
+        (b.machine_busy - a.machine_busy) / secs
+    )
+}
+
+/// p50 and p99 of the publish-to-write histogram between two snapshots, as bucket bounds.
+fn p2w_between(a: &StormSnap, b: &StormSnap) -> String {
+    let delta: Vec<(f64, f64)> = b
+        .p2w
+        .iter()
+        .map(|&(le, n)| {
+            let before = a.p2w.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1);
+            (le, n - before)
+        })
+        .collect();
+    let total = delta.last().map_or(0.0, |d| d.1);
+    if total <= 0.0 {
+        return "no observations".into();
+    }
+    let bound = |le: f64| {
+        let us = (le * 1e6).round() as u64;
+        match us {
+            0..=999 => format!("{us} µs"),
+            _ if us.is_multiple_of(1000) => format!("{} ms", us / 1000),
+            _ => format!("{:.1} ms", us as f64 / 1000.0),
+        }
+    };
+    let q = |q: f64| {
+        let i = delta.iter().position(|d| d.1 >= q * total).unwrap_or(0);
+        match delta[i].0 {
+            le if le.is_infinite() => format!("> {}", bound(delta[i.saturating_sub(1)].0)),
+            le => format!("≤ {}", bound(le)),
+        }
+    };
+    format!("p50 {}, p99 {} ({total:.0} observations)", q(0.5), q(0.99))
 }
 
 fn pct(v: &[u64], q: f64) -> u64 {
@@ -2246,14 +2372,13 @@ fn run_storm(cfg: &StormConfig) -> StormOutcome {
         return storm_abort(cfg, e);
     }
     let quiet_from = now_nanos();
+    let snap_quiet = storm_snap(addr, pid);
     std::thread::sleep(cfg.quiet);
 
     // ---- the storm
-    let replayed_before = metric_sum(addr, "huddle_messages_replayed_total");
     let done = Arc::new(AtomicU64::new(0));
     let epoch_arc: Arc<str> = Arc::from(epoch.as_str());
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let cpu_before = cpu_seconds(pid);
     let clients: Vec<_> = (0..cfg.clients)
         .map(|i| {
             storm_rt.spawn(storm_client(
@@ -2266,13 +2391,16 @@ fn run_storm(cfg: &StormConfig) -> StormOutcome {
             ))
         })
         .collect();
-    let give_up = Instant::now() + STORM_TIMEOUT + Duration::from_millis(50);
+    if let Some(w) = start.into_std().checked_duration_since(Instant::now()) {
+        std::thread::sleep(w);
+    }
+    let snap_start = storm_snap(addr, pid);
+    let give_up = Instant::now() + STORM_TIMEOUT;
     while done.load(Ordering::Relaxed) < cfg.clients as u64 && Instant::now() < give_up {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let storm_cpu = cpu_seconds(pid) - cpu_before;
+    let snap_end = storm_snap(addr, pid);
     let all_done = done.load(Ordering::Relaxed) >= cfg.clients as u64;
-    let replayed_after = metric_sum(addr, "huddle_messages_replayed_total");
     // One more message: every client's next one must be it.
     let after = storm_rt.block_on(async {
         let a = storm_publish(
@@ -2349,8 +2477,7 @@ fn run_storm(cfg: &StormConfig) -> StormOutcome {
         witness: &seen,
         clients: &results,
         all_done,
-        storm_cpu,
-        replayed: replayed_before.zip(replayed_after).map(|(b, a)| a - b),
+        snaps: [snap_quiet, snap_start, snap_end],
         quiet_from,
         live: &live,
         live_readers: &live_readers,
@@ -2387,9 +2514,8 @@ struct StormRun<'a> {
     witness: &'a [(u64, Vec<u8>)],
     clients: &'a [StormClient],
     all_done: bool,
-    storm_cpu: f64,
-    /// Delta of `huddle_messages_replayed_total` over the storm.
-    replayed: Option<f64>,
+    /// At the quiet period's start, the storm's start and its end.
+    snaps: [StormSnap; 3],
     quiet_from: u64,
     live: &'a LivePublisher,
     live_readers: &'a [LiveReader],
@@ -2549,13 +2675,32 @@ fn storm_report(run: StormRun) -> StormOutcome {
             dus(to_done.last().copied().unwrap_or(0)),
         ),
     );
+    let [q, s0, s1] = &run.snaps;
+    let storm_cpu = s1.server_cpu - s0.server_cpu;
     w(
         &mut out,
         format!(
             "- Server CPU during the storm: {:.2} s ({:.2} µs per replayed message); messages the server replayed (`huddle_messages_replayed_total`): {}.",
-            run.storm_cpu,
-            run.storm_cpu * 1e6 / (cfg.missed * cfg.clients as u64).max(1) as f64,
-            run.replayed.map_or("–".into(), |r| format!("{r:.0}")),
+            storm_cpu,
+            storm_cpu * 1e6 / (cfg.missed * cfg.clients as u64).max(1) as f64,
+            s0.replayed.zip(s1.replayed).map_or("–".into(), |(a, b)| format!("{:.0}", b - a)),
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "- CPU in use, in cores (of {}): quiet period {}; storm {}.",
+            std::thread::available_parallelism().map_or(1, |c| c.get()),
+            cores_between(q, s0),
+            cores_between(s0, s1),
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "- Server side, `huddle_publish_to_write_seconds` (offset assigned → the shard's flush of its frames, once per message per shard; bucket bounds): quiet period {}; storm {}.",
+            p2w_between(q, s0),
+            p2w_between(s0, s1),
         ),
     );
     w(
