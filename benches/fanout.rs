@@ -1735,12 +1735,25 @@ async fn storm_client(
     };
     let deadline = start + STORM_TIMEOUT;
     let mut c = WsClient::connect(addr, "/ws").await;
-    let id = format!("r{i}");
-    let msg = serde_json::json!({"event_type": "user_subscription", "message_id": id,
-        "data": {"channel": "storm", "since": {"offset": since.0, "epoch": &*since.1}}});
-    if let Err(e) = c.send_text(&msg.to_string()).await {
-        r.problem = Some(format!("subscribe write: {e}"));
+    let since_at = Some((since.0, &*since.1));
+    let d = match storm_subscribe(&mut c, &format!("r{i}"), "storm", since_at).await {
+        Ok(d) => d,
+        Err(e) => {
+            r.problem = Some(e);
+            return r;
+        }
+    };
+    r.replied = Some(now_nanos());
+    r.recovered = d["recovered"].as_bool();
+    if r.recovered != Some(true)
+        || d["offset"].as_u64() != Some(top)
+        || d["epoch"].as_str() != Some(&*since.1)
+    {
+        r.problem = Some(format!("reply {d} (expected recovered:true, offset {top})"));
         return r;
+    }
+    if top == since.0 {
+        r.done = r.replied;
     }
     let mut next = since.0 + 1;
     while r.done.is_none() {
@@ -1755,33 +1768,6 @@ async fn storm_client(
                 return r;
             }
         };
-        if r.replied.is_none() {
-            if is_ack(&p) {
-                continue;
-            }
-            let v: serde_json::Value = serde_json::from_slice(&p).unwrap_or_default();
-            if v["event_type"] != "user_subscription" || v["reply_to"] != *id {
-                r.problem = Some(format!(
-                    "before the subscribe reply: {}",
-                    String::from_utf8_lossy(&p)
-                ));
-                return r;
-            }
-            r.replied = Some(now_nanos());
-            let d = &v["data"];
-            r.recovered = d["recovered"].as_bool();
-            if r.recovered != Some(true)
-                || d["offset"].as_u64() != Some(top)
-                || d["epoch"].as_str() != Some(&*since.1)
-            {
-                r.problem = Some(format!("reply {d} (expected recovered:true, offset {top})"));
-                return r;
-            }
-            if top == since.0 {
-                r.done = r.replied;
-            }
-            continue;
-        }
         match find_u64(&p, b"\"offset\":") {
             Some(off) if off == next => {
                 r.replayed.push((off, p));
