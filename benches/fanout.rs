@@ -11,7 +11,7 @@
 //! server's CPU time is read from `/proc/PID/stat`. All clients live in this process, so one clock
 //! (`SystemTime`, the same kernel clock in every process) stamps sends and receipts.
 //!
-//! Two more scenarios run against huddle only:
+//! Three more scenarios run against huddle only:
 //!
 //! - **flood**: one WebSocket publisher pipelining publishes as fast as it can for
 //!   `FANOUT_FLOOD_SECS` (10) against `FANOUT_FLOOD_SUBSCRIBERS` (2,000) subscribers that read as
@@ -22,16 +22,32 @@
 //! - **stalled**: the 1k×200/s fan-out run twice, once with every subscriber reading and once
 //!   with 10% of them connected with a 4 KiB `SO_RCVBUF` and never reading; compares the fast
 //!   readers' p99 and the server CPU per delivery (targets: within 1.2× and 1.1×).
+//! - **storm**: a reconnect storm (PROTOCOL.md §10), 2 shards, `--history-size 100 --recovery-max
+//!   1000` (raised to the gap if it is larger). `FANOUT_STORM_LIVE` (500) subscribers read the
+//!   channel `live`, published at `FANOUT_STORM_RATE` (1,000) msg/s over the WebSocket, with the
+//!   latency method above. `FANOUT_STORM_CLIENTS` (1,000) clients subscribe to `storm`, note
+//!   offset and epoch, and disconnect; `FANOUT_STORM_MISSED` (100) messages are published to
+//!   `storm`; after 2 s of quiet all of them reconnect at once and subscribe with `since`.
+//!   Reports the time from the first reconnect to the last client holding its `recovered:true`
+//!   reply and every missed message, per-client p50/p99, and the live channel's latency during
+//!   the storm against the same-length window just before it. Fails unless every client gets
+//!   `recovered:true` and exactly offsets since+1..=top in order, each the frame a witness (a
+//!   `storm` subscriber that never leaves) received live, then the next live offset; and on any
+//!   fault in the live channel's delivery. It holds about clients + subscribers sockets in this
+//!   process and as many in the server: `ulimit -n 20000` (the soft limit is raised to the hard
+//!   one here).
 //!
 //! `cargo bench --bench fanout` runs every scenario and appends the tables to BENCHMARKS.md.
-//! Environment: `FANOUT_SCENARIOS=1k-200,10k-burst,flood,stalled` (names below; `FANOUT_SCENARIO`
-//! is accepted too), `FANOUT_SECONDS=5`, `FANOUT_SMOKE=1` (tiny sizes, for CI),
+//! Environment: `FANOUT_SCENARIOS=1k-200,10k-burst,flood,stalled,storm` (names below;
+//! `FANOUT_SCENARIO` is accepted too), `FANOUT_SECONDS=5`, `FANOUT_SMOKE=1` (tiny sizes, for CI),
 //! `FANOUT_SERVERS=huddle,baseline,raw`, `FANOUT_NO_WRITE=1` (print only), `FANOUT_SUBSCRIBERS` /
 //! `FANOUT_MESSAGES` (override sizes), `FANOUT_FLOOD_SECS` / `FANOUT_FLOOD_SUBSCRIBERS` (flood
 //! sizes), `FANOUT_FLOOD_RSS_CAP_MIB` (4096; smoke 256: a safety stop, the publisher stops
 //! early once the server's RSS passes it), `FANOUT_RSS_REPORT_ONLY=1` (a full run does not fail
-//! on the flood's RSS bounds; smoke runs never do), `HUDDLE_BIN` (a prebuilt server binary
-//! instead of building target/release/huddle), `FANOUT_HUDDLE_PREFIX` (run huddle under a tool
+//! on the flood's RSS bounds; smoke runs never do), `FANOUT_STORM_CLIENTS` /
+//! `FANOUT_STORM_MISSED` / `FANOUT_STORM_LIVE` / `FANOUT_STORM_RATE` (storm sizes; smoke: 20,
+//! 10, 20, 200), `HUDDLE_BIN` (a prebuilt server binary instead of building
+//! target/release/huddle), `FANOUT_HUDDLE_PREFIX` (run huddle under a tool
 //! such as valgrind). Any run fails on lost, duplicated or reordered deliveries.
 
 use std::collections::HashMap;
@@ -1450,6 +1466,1344 @@ fn stalled_report(all: &Row, stalled: &Row, sc: &Scenario, note: &str) -> String
     )
 }
 
+// ---------------------------------------------------------------- reconnect storm
+
+/// Sizes of the reconnect storm.
+#[derive(Clone, Debug)]
+struct StormConfig {
+    /// Clients that subscribe to `storm`, all disconnect, and all reconnect at once with `since`.
+    clients: usize,
+    /// Messages published to `storm` while they are away: what each of them recovers.
+    missed: u64,
+    /// Subscribers of `live`, and its publish rate (messages per second).
+    live: usize,
+    rate: u64,
+    /// From the last missed publish to the storm, and from the storm's end to the live
+    /// publisher's stop.
+    quiet: Duration,
+    after: Duration,
+}
+
+impl StormConfig {
+    /// `--history-size` and `--recovery-max`: the defaults (100, 1000), or the gap when larger.
+    fn history_size(&self) -> u64 {
+        self.missed.max(100)
+    }
+
+    fn recovery_max(&self) -> u64 {
+        self.missed.max(1000)
+    }
+
+    /// Sockets the bench process holds at once (the server holds as many).
+    fn sockets(&self) -> u64 {
+        (self.clients + self.live) as u64 + 16
+    }
+}
+
+/// Messages on `storm` before its clients first subscribe, so the offset they note is not 0.
+const STORM_PRELOAD: u64 = 5;
+/// How long the storm may take before the clients still waiting count as failed.
+const STORM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Setup steps (connects, subscribes, publishes) give up after this.
+const STORM_STEP: Duration = Duration::from_secs(30);
+/// Payload padding of a live message (as in the fan-out scenarios).
+const STORM_LIVE_PAD: usize = 100;
+
+/// A client connection of the storm scenario: frames parsed from a buffer with a cursor, pings
+/// answered.
+struct WsClient {
+    s: TcpStream,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl WsClient {
+    async fn connect(addr: SocketAddr, path: &str) -> Self {
+        let (s, buf) = ws_connect(addr, path).await;
+        WsClient { s, buf, at: 0 }
+    }
+
+    async fn send_text(&mut self, json: &str) -> std::io::Result<()> {
+        let frame = codec::encode_masked_frame(true, OpCode::Text, json.as_bytes(), [5, 6, 7, 8]);
+        self.s.write_all(&frame).await
+    }
+
+    /// The next text frame's payload; a close frame, EOF or `deadline` ends it.
+    async fn next_text(&mut self, deadline: tokio::time::Instant) -> Result<Vec<u8>, StreamEnd> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            while let Some((opcode, hdr, len)) = frame_at(&self.buf[self.at..]) {
+                let payload = self.at + hdr..self.at + hdr + len;
+                self.at = payload.end;
+                match opcode {
+                    0x1 => return Ok(self.buf[payload].to_vec()),
+                    0x8 => return Err(StreamEnd::Close(close_code(&self.buf[payload]))),
+                    0x9 => {
+                        let pong = codec::encode_masked_frame(
+                            true,
+                            OpCode::Pong,
+                            &self.buf[payload],
+                            [1, 2, 3, 4],
+                        );
+                        let _ = self.s.write_all(&pong).await;
+                    }
+                    _ => {}
+                }
+            }
+            self.buf.drain(..self.at);
+            self.at = 0;
+            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => return Err(StreamEnd::Eof),
+                Err(_) => return Err(StreamEnd::StillOpen),
+            }
+        }
+    }
+
+    /// The socket and the bytes read but not parsed yet.
+    fn into_parts(mut self) -> (TcpStream, Vec<u8>) {
+        self.buf.drain(..self.at);
+        (self.s, self.buf)
+    }
+}
+
+fn is_ack(payload: &[u8]) -> bool {
+    payload.starts_with(b"{\"event_type\":\"connection_ack\"")
+}
+
+/// Subscribes `c` to `channel` (with `since` when given) and returns the reply's `data`. The
+/// reply must be the first message after `connection_ack`.
+async fn storm_subscribe(
+    c: &mut WsClient,
+    id: &str,
+    channel: &str,
+    since: Option<(u64, &str)>,
+) -> Result<serde_json::Value, String> {
+    let mut data = serde_json::json!({ "channel": channel });
+    if let Some((offset, epoch)) = since {
+        data["since"] = serde_json::json!({ "offset": offset, "epoch": epoch });
+    }
+    let msg =
+        serde_json::json!({"event_type": "user_subscription", "message_id": id, "data": data});
+    c.send_text(&msg.to_string())
+        .await
+        .map_err(|e| format!("subscribe write: {e}"))?;
+    let deadline = tokio::time::Instant::now() + STORM_STEP;
+    loop {
+        let p = c
+            .next_text(deadline)
+            .await
+            .map_err(|end| format!("no subscribe reply ({end:?})"))?;
+        if is_ack(&p) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&p).unwrap_or_default();
+        if v["event_type"] == "user_subscription" && v["reply_to"] == id {
+            return Ok(v["data"].clone());
+        }
+        return Err(format!(
+            "before the subscribe reply: {}",
+            String::from_utf8_lossy(&p)
+        ));
+    }
+}
+
+/// Publishes one message per `(message_id, data)` to `storm` over `c` (pipelined), and returns
+/// the offset and epoch of each answer, in order.
+async fn storm_publish(
+    c: &mut WsClient,
+    items: &[(String, serde_json::Value)],
+) -> Result<Vec<(u64, String)>, String> {
+    let mut frames = Vec::new();
+    for (id, data) in items {
+        let msg = serde_json::json!({"event_type": "publish", "message_id": id,
+            "data": {"channel": "storm", "event_type": "storm", "data": data}});
+        frames.extend_from_slice(&codec::encode_masked_frame(
+            true,
+            OpCode::Text,
+            msg.to_string().as_bytes(),
+            [3, 1, 4, 1],
+        ));
+    }
+    c.s.write_all(&frames)
+        .await
+        .map_err(|e| format!("publish write: {e}"))?;
+    let mut answers: HashMap<String, (u64, String)> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + STORM_STEP;
+    while answers.len() < items.len() {
+        let p = c
+            .next_text(deadline)
+            .await
+            .map_err(|end| format!("publish replies missing ({end:?})"))?;
+        if is_ack(&p) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&p).unwrap_or_default();
+        let r = &v["data"]["results"][0];
+        match (
+            v["reply_to"].as_str(),
+            r["offset"].as_u64(),
+            r["epoch"].as_str(),
+        ) {
+            (Some(id), Some(off), Some(epoch)) if v["event_type"] == "publish" => {
+                answers.insert(id.to_owned(), (off, epoch.to_owned()));
+            }
+            _ => return Err(format!("publish answered {}", String::from_utf8_lossy(&p))),
+        }
+    }
+    items
+        .iter()
+        .map(|(id, _)| {
+            answers
+                .remove(id)
+                .ok_or_else(|| format!("no answer to {id}"))
+        })
+        .collect()
+}
+
+/// Reads `storm` messages on the witness (a subscriber that never leaves) until offset `upto`,
+/// keeping each payload as first delivered.
+async fn witness_read(
+    c: &mut WsClient,
+    seen: &mut Vec<(u64, Vec<u8>)>,
+    upto: u64,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + STORM_STEP;
+    while seen.last().map_or(0, |s| s.0) < upto {
+        let p = c
+            .next_text(deadline)
+            .await
+            .map_err(|end| format!("witness stream ended ({end:?}) before offset {upto}"))?;
+        if let Some(off) = find_u64(&p, b"\"offset\":") {
+            seen.push((off, p));
+        }
+    }
+    Ok(())
+}
+
+/// Counts itself in `done` when told to or when dropped, so a client that fails or panics does
+/// not keep the run waiting.
+struct CountOnDrop(Option<Arc<AtomicU64>>);
+
+impl CountOnDrop {
+    fn count(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for CountOnDrop {
+    fn drop(&mut self) {
+        self.count();
+    }
+}
+
+/// One storm client's reconnect, as it saw it.
+#[derive(Default)]
+struct StormClient {
+    /// Nanoseconds since the Unix epoch: connect started, subscribe reply, last replayed message.
+    started: u64,
+    replied: Option<u64>,
+    done: Option<u64>,
+    /// `data.recovered` of the reply.
+    recovered: Option<bool>,
+    /// Replayed messages in arrival order (compared with the witness's afterwards).
+    replayed: Vec<(u64, Vec<u8>)>,
+    /// The first message after the replay was the one published after the storm (`top + 1`).
+    next_live: bool,
+    problem: Option<String>,
+    /// Kept open until the scenario ends.
+    conn: Option<WsClient>,
+}
+
+/// Waits for `start`, reconnects, subscribes to `storm` with `since`, and reads the reply and
+/// the replay (counting itself in `done` then), then the next live message.
+async fn storm_client(
+    addr: SocketAddr,
+    i: usize,
+    since: (u64, Arc<str>),
+    top: u64,
+    start: tokio::time::Instant,
+    done: Arc<AtomicU64>,
+) -> StormClient {
+    let mut done = CountOnDrop(Some(done));
+    tokio::time::sleep_until(start).await;
+    let mut r = StormClient {
+        started: now_nanos(),
+        ..StormClient::default()
+    };
+    let deadline = start + STORM_TIMEOUT;
+    let mut c = WsClient::connect(addr, "/ws").await;
+    let since_at = Some((since.0, &*since.1));
+    let d = match storm_subscribe(&mut c, &format!("r{i}"), "storm", since_at).await {
+        Ok(d) => d,
+        Err(e) => {
+            r.problem = Some(e);
+            return r;
+        }
+    };
+    r.replied = Some(now_nanos());
+    r.recovered = d["recovered"].as_bool();
+    if r.recovered != Some(true)
+        || d["offset"].as_u64() != Some(top)
+        || d["epoch"].as_str() != Some(&*since.1)
+    {
+        r.problem = Some(format!("reply {d} (expected recovered:true, offset {top})"));
+        return r;
+    }
+    if top == since.0 {
+        r.done = r.replied;
+    }
+    let mut next = since.0 + 1;
+    while r.done.is_none() {
+        let p = match c.next_text(deadline).await {
+            Ok(p) => p,
+            Err(end) => {
+                r.problem = Some(format!(
+                    "stream ended ({end:?}) with {} of {} messages replayed",
+                    next - since.0 - 1,
+                    top - since.0
+                ));
+                return r;
+            }
+        };
+        match find_u64(&p, b"\"offset\":") {
+            Some(off) if off == next => {
+                r.replayed.push((off, p));
+                next += 1;
+                if off == top {
+                    r.done = Some(now_nanos());
+                }
+            }
+            other => {
+                r.problem = Some(format!(
+                    "expected offset {next}, got {}",
+                    other.map_or_else(
+                        || String::from_utf8_lossy(&p).into_owned(),
+                        |o| o.to_string()
+                    )
+                ));
+                return r;
+            }
+        }
+    }
+    done.count();
+    // Then live messages: the next one must be `top + 1`, published once every client is done.
+    match c.next_text(deadline + STORM_STEP).await {
+        Ok(p) if find_u64(&p, b"\"offset\":") == Some(top + 1) => r.next_live = true,
+        Ok(p) => {
+            r.problem = Some(format!(
+                "after the replay, expected offset {}, got {}",
+                top + 1,
+                String::from_utf8_lossy(&p)
+            ))
+        }
+        Err(end) => r.problem = Some(format!("no live message after the replay ({end:?})")),
+    }
+    r.conn = Some(c);
+    r
+}
+
+/// Shared by the live channel's readers.
+struct LiveSignals {
+    /// The highest offset the live publisher was answered with, once it stopped; `u64::MAX`
+    /// until then.
+    target: AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// One subscriber of `live`.
+#[derive(Default)]
+struct LiveReader {
+    /// Publish→receive latency in µs, by the publisher's `seq` (`u32::MAX`: not received).
+    lat_us: Vec<u32>,
+    received: u64,
+    last: u64,
+    lost: u64,
+    dup_or_reordered: u64,
+    end: Option<StreamEnd>,
+}
+
+/// Reads `live` as fast as it can from the offset after `first` (the subscribe reply's) until
+/// it has `target`, the server closes it, `stop` is set, or `backstop` passes.
+async fn live_reader(
+    mut s: TcpStream,
+    mut buf: Vec<u8>,
+    first: u64,
+    sig: Arc<LiveSignals>,
+    backstop: tokio::time::Instant,
+) -> LiveReader {
+    let mut r = LiveReader {
+        last: first,
+        ..LiveReader::default()
+    };
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut at = 0;
+    let mut pongs: Vec<u8> = Vec::new();
+    loop {
+        while let Some((opcode, hdr, len)) = frame_at(&buf[at..]) {
+            let payload = &buf[at + hdr..at + hdr + len];
+            at += hdr + len;
+            match opcode {
+                0x8 => r.end = Some(StreamEnd::Close(close_code(payload))),
+                0x9 => pongs.extend_from_slice(&codec::encode_masked_frame(
+                    true,
+                    OpCode::Pong,
+                    payload,
+                    [1, 2, 3, 4],
+                )),
+                0x1 => {
+                    let (Some(off), Some(seq), Some(ts)) = (
+                        find_u64(payload, b"\"offset\":"),
+                        find_u64(payload, b"\"seq\":"),
+                        find_u64(payload, b"\"ts\":"),
+                    ) else {
+                        continue;
+                    };
+                    let lat = (now_nanos().saturating_sub(ts) / 1000).min(u64::from(u32::MAX - 1));
+                    let seq = seq as usize;
+                    if r.lat_us.len() <= seq {
+                        r.lat_us.resize(seq + 1, u32::MAX);
+                    }
+                    r.lat_us[seq] = lat as u32;
+                    r.received += 1;
+                    if off > r.last {
+                        r.lost += off - r.last - 1;
+                        r.last = off;
+                    } else {
+                        r.dup_or_reordered += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        buf.drain(..at);
+        at = 0;
+        if !pongs.is_empty() {
+            let _ = s.write_all(&pongs).await;
+            pongs.clear();
+        }
+        if r.end.is_some() || r.last >= sig.target.load(Ordering::Relaxed) {
+            return r;
+        }
+        let wait = (tokio::time::Instant::now() + Duration::from_millis(200)).min(backstop);
+        match tokio::time::timeout_at(wait, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {
+                r.end = Some(StreamEnd::Eof);
+                return r;
+            }
+            Err(_)
+                if sig.stop.load(Ordering::Relaxed) || tokio::time::Instant::now() >= backstop =>
+            {
+                r.end = Some(StreamEnd::StillOpen);
+                return r;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// What the live publisher sent and was answered.
+#[derive(Default)]
+struct LivePublisher {
+    /// Send time (ns since the Unix epoch) of each `seq`.
+    sent_at: Vec<u64>,
+    published: u64,
+    highest_offset: u64,
+    /// Any other answer (`overloaded` included), with the first kept for the report.
+    refused: u64,
+    first_refusal: Option<String>,
+    problem: Option<String>,
+}
+
+/// Publishes to `live` at `rate`/s (each message stamped with its send time, as in the fan-out
+/// scenarios) until `stop`, reading the answers; returns once every publish is answered or
+/// `STORM_STEP` after the stop.
+async fn live_publisher(
+    c: WsClient,
+    rate: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> LivePublisher {
+    let (s, mut buf) = c.into_parts();
+    let (mut rd, mut wr) = s.into_split();
+    let pad = "x".repeat(STORM_LIVE_PAD);
+    let sent = AtomicU64::new(0);
+    let writing = std::sync::atomic::AtomicBool::new(true);
+    let write = async {
+        let mut sent_at = Vec::new();
+        let mut problem = None;
+        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let seq = sent_at.len();
+            let ts = now_nanos();
+            let json = format!(
+                "{{\"event_type\":\"publish\",\"message_id\":\"l{seq}\",\"data\":{{\"channel\":\"live\",\"event_type\":\"tick\",\"data\":{{\"seq\":{seq},\"ts\":{ts},\"pad\":\"{pad}\"}}}}}}"
+            );
+            let frame =
+                codec::encode_masked_frame(true, OpCode::Text, json.as_bytes(), [9, 8, 7, 6]);
+            if let Err(e) = wr.write_all(&frame).await {
+                problem = Some(format!("live publisher write failed: {e}"));
+                break;
+            }
+            sent_at.push(ts);
+            sent.store(sent_at.len() as u64, Ordering::Relaxed);
+        }
+        writing.store(false, Ordering::Release);
+        (sent_at, problem, wr)
+    };
+    let read = async {
+        let mut r = LivePublisher::default();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut at = 0;
+        let mut deadline = None;
+        loop {
+            while let Some((opcode, hdr, len)) = frame_at(&buf[at..]) {
+                let payload = &buf[at + hdr..at + hdr + len];
+                at += hdr + len;
+                if opcode == 0x8 {
+                    r.problem = Some(format!(
+                        "live publisher closed with {}",
+                        close_code(payload)
+                    ));
+                    return r;
+                }
+                if opcode != 0x1 || is_ack(payload) {
+                    continue;
+                }
+                if payload.starts_with(b"{\"event_type\":\"publish\"") {
+                    r.published += 1;
+                    let off = find_u64(payload, b"\"offset\":").unwrap_or(0);
+                    r.highest_offset = r.highest_offset.max(off);
+                } else {
+                    r.refused += 1;
+                    if r.first_refusal.is_none() {
+                        r.first_refusal = Some(String::from_utf8_lossy(payload).into_owned());
+                    }
+                }
+            }
+            buf.drain(..at);
+            at = 0;
+            if !writing.load(Ordering::Acquire) {
+                if r.published + r.refused >= sent.load(Ordering::Relaxed) {
+                    return r;
+                }
+                deadline.get_or_insert(Instant::now() + STORM_STEP);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                r.problem = Some("live publish answers missing".into());
+                return r;
+            }
+            match tokio::time::timeout(Duration::from_millis(200), rd.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {
+                    r.problem = Some("live publisher connection ended (EOF)".into());
+                    return r;
+                }
+                Err(_) => {}
+            }
+        }
+    };
+    let ((sent_at, problem, _wr), mut r) = tokio::join!(write, read);
+    r.sent_at = sent_at;
+    if let Some(p) = problem {
+        r.problem.get_or_insert(p);
+    }
+    r
+}
+
+/// The body of `GET path` with the API key (HTTP/1.0, so the body is never chunked).
+fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut s = StdStream::connect_timeout(&addr, HEALTHZ_TIMEOUT)
+        .map_err(|e| format!("GET {path}: connect: {e}"))?;
+    let _ = s.set_read_timeout(Some(HEALTHZ_TIMEOUT));
+    s.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: bench\r\nX-API-Key: {API_KEY}\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("GET {path}: write: {e}"))?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)
+        .map_err(|e| format!("GET {path}: read: {e}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if head.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("GET {path}: {}", head.lines().next().unwrap_or("")));
+    }
+    Ok(body.to_owned())
+}
+
+/// Subscribers of `channel` in `/api/channels` (0 when it is not listed).
+fn channel_subscribers(addr: SocketAddr, channel: &str) -> Result<u64, String> {
+    let body = http_get(addr, "/api/channels")?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("/api/channels: {e}"))?;
+    Ok(v["channels"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["channel"] == channel))
+        .and_then(|c| c["subscribers"].as_u64())
+        .unwrap_or(0))
+}
+
+/// CPU counters and two of the server's metrics at one moment of the storm scenario.
+struct StormSnap {
+    at: Instant,
+    server_cpu: f64,
+    client_cpu: f64,
+    /// Busy seconds of the whole machine (other sessions' processes included).
+    machine_busy: f64,
+    /// `huddle_publish_to_write_seconds` buckets summed over the shards: (le, cumulative count).
+    p2w: Vec<(f64, f64)>,
+    /// `huddle_messages_replayed_total`, summed over the shards.
+    replayed: Option<f64>,
+}
+
+impl StormSnap {
+    /// Takes the CPU counters again, now.
+    fn cpu_now(&mut self, pid: u32) {
+        self.at = Instant::now();
+        self.server_cpu = cpu_seconds(pid);
+        self.client_cpu = cpu_seconds(std::process::id());
+        self.machine_busy = machine_busy_seconds();
+    }
+}
+
+fn storm_snap(addr: SocketAddr, pid: u32) -> StormSnap {
+    let at = Instant::now();
+    let (server_cpu, client_cpu) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
+    let machine_busy = machine_busy_seconds();
+    let body = http_get(addr, "/metrics").unwrap_or_default();
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let mut replayed = None;
+    for line in body.lines() {
+        let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if line.starts_with("huddle_messages_replayed_total") {
+            *replayed.get_or_insert(0.0) += v;
+        } else if line.starts_with("huddle_publish_to_write_seconds_bucket{") {
+            let le = line
+                .split_once("le=\"")
+                .and_then(|(_, r)| r.split_once('"'))
+                .map(|(le, _)| {
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap_or(f64::NAN)
+                    }
+                });
+            if let Some(le) = le.filter(|le| !le.is_nan()) {
+                match buckets.iter_mut().find(|b| b.0 == le) {
+                    Some(b) => b.1 += v,
+                    None => buckets.push((le, v)),
+                }
+            }
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    StormSnap {
+        at,
+        server_cpu,
+        client_cpu,
+        machine_busy,
+        p2w: buckets,
+        replayed,
+    }
+}
+
+/// user + nice + system + irq + softirq of every CPU, in seconds (`/proc/stat`).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| f.get(i))
+        .sum::<f64>()
+        / 100.0
+}
+
+/// Cores busy between two snapshots: the server, this process, the whole machine.
+fn cores_between(a: &StormSnap, b: &StormSnap) -> String {
+    let secs = b.at.saturating_duration_since(a.at).as_secs_f64();
+    if secs < 0.1 {
+        // /proc counts in 10 ms ticks.
+        return "– (under 100 ms, too short to sample)".into();
+    }
+    format!(
+        "server {:.2}, bench client {:.2}, whole machine {:.2}",
+        (b.server_cpu - a.server_cpu) / secs,
+        (b.client_cpu - a.client_cpu) / secs,
+        (b.machine_busy - a.machine_busy) / secs
+    )
+}
+
+/// p50 and p99 of the publish-to-write histogram between two snapshots, as bucket bounds.
+fn p2w_between(a: &StormSnap, b: &StormSnap) -> String {
+    let delta: Vec<(f64, f64)> = b
+        .p2w
+        .iter()
+        .map(|&(le, n)| {
+            let before = a.p2w.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1);
+            (le, n - before)
+        })
+        .collect();
+    let total = delta.last().map_or(0.0, |d| d.1);
+    if total <= 0.0 {
+        return "no observations".into();
+    }
+    let bound = |le: f64| {
+        let us = (le * 1e6).round() as u64;
+        match us {
+            0..=999 => format!("{us} µs"),
+            _ if us.is_multiple_of(1000) => format!("{} ms", us / 1000),
+            _ => format!("{:.1} ms", us as f64 / 1000.0),
+        }
+    };
+    let q = |q: f64| {
+        let i = delta.iter().position(|d| d.1 >= q * total).unwrap_or(0);
+        match delta[i].0 {
+            le if le.is_infinite() => format!("> {}", bound(delta[i.saturating_sub(1)].0)),
+            le => format!("≤ {}", bound(le)),
+        }
+    };
+    format!("p50 {}, p99 {} ({total:.0} observations)", q(0.5), q(0.99))
+}
+
+fn pct(v: &[u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// What a storm run found, and how many of its checks failed.
+struct StormOutcome {
+    report: String,
+    failures: u64,
+}
+
+/// Starts huddle (2 shards), runs the live channel, then the reconnect storm; reports the
+/// recovery time, the live channel's latency before and during the storm, and correctness.
+///
+/// The live side (readers, publisher) and the storm side (witness, storm publisher, clients)
+/// each have a runtime of their own, so one side's tasks never wait in the other's run queue
+/// (they still share the machine's cores with each other and the server).
+fn run_storm(cfg: &StormConfig) -> StormOutcome {
+    let sc = Scenario {
+        name: "storm",
+        label: String::new(),
+        subscribers: cfg.live,
+        publishers: 1,
+        publishers_subscribe: false,
+        rate: cfg.rate,
+        messages: 0,
+        payload: STORM_LIVE_PAD,
+        idle_only: false,
+        stalled: 0,
+        huddle_args: vec![
+            "--shards".into(),
+            "2".into(),
+            "--history-size".into(),
+            cfg.history_size().to_string(),
+            "--recovery-max".into(),
+            cfg.recovery_max().to_string(),
+        ],
+    };
+    let server = start_server(Kind::Huddle, &sc);
+    let (addr, pid) = (server.addr, server.pid());
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let (live_rt, storm_rt) = (runtime("fanout-live"), runtime("fanout-storm"));
+    let mut problems: Vec<String> = Vec::new();
+
+    // ---- the live channel: subscribers, then the publisher
+    let live_conns: Vec<Result<(WsClient, serde_json::Value), String>> = live_rt.block_on(
+        futures_util::stream::iter(0..cfg.live)
+            .map(|i| async move {
+                let mut c = WsClient::connect(addr, "/ws").await;
+                let d = storm_subscribe(&mut c, &format!("l{i}"), "live", None).await?;
+                Ok((c, d))
+            })
+            .buffer_unordered(128)
+            .collect(),
+    );
+    let sig = Arc::new(LiveSignals {
+        target: AtomicU64::new(u64::MAX),
+        stop: std::sync::atomic::AtomicBool::new(false),
+    });
+    let backstop = tokio::time::Instant::now() + STORM_TIMEOUT * 3;
+    let mut live_failed_subscribe = 0usize;
+    let readers: Vec<_> = live_conns
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok((c, d)) => {
+                let first = d["offset"].as_u64().unwrap_or(0);
+                let (s, buf) = c.into_parts();
+                Some(live_rt.spawn(live_reader(s, buf, first, sig.clone(), backstop)))
+            }
+            Err(e) => {
+                live_failed_subscribe += 1;
+                if live_failed_subscribe == 1 {
+                    problems.push(format!("a live subscriber: {e}"));
+                }
+                None
+            }
+        })
+        .collect();
+    let stop_live = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let live_pub = {
+        let (stop, rate) = (stop_live.clone(), cfg.rate);
+        live_rt.spawn(async move {
+            let c = WsClient::connect(addr, &format!("/ws?api_key={API_KEY}")).await;
+            live_publisher(c, rate, stop).await
+        })
+    };
+
+    // ---- the storm channel: witness, first subscribe, disconnect, missed messages
+    let setup = storm_rt.block_on(async {
+        let mut publisher = WsClient::connect(addr, &format!("/ws?api_key={API_KEY}")).await;
+        let mut witness = WsClient::connect(addr, "/ws").await;
+        storm_subscribe(&mut witness, "w", "storm", None).await?;
+        let items = |from: u64, to: u64| -> Vec<(String, serde_json::Value)> {
+            (from..=to)
+                .map(|i| (format!("s{i}"), serde_json::json!({ "i": i })))
+                .collect()
+        };
+        let preload = storm_publish(&mut publisher, &items(1, STORM_PRELOAD)).await?;
+        let mut seen = Vec::new();
+        witness_read(&mut witness, &mut seen, STORM_PRELOAD).await?;
+        let (since, epoch) = preload
+            .last()
+            .cloned()
+            .ok_or_else(|| "no answer to the preload".to_owned())?;
+        let first: Vec<Result<(WsClient, serde_json::Value), String>> =
+            futures_util::stream::iter(0..cfg.clients)
+                .map(|i| async move {
+                    let mut c = WsClient::connect(addr, "/ws").await;
+                    let d = storm_subscribe(&mut c, &format!("f{i}"), "storm", None).await?;
+                    Ok((c, d))
+                })
+                .buffer_unordered(128)
+                .collect()
+                .await;
+        let mut noted = HashMap::new();
+        for r in &first {
+            let key = match r {
+                Ok((_, d)) => format!(
+                    "offset {} epoch {}",
+                    d["offset"],
+                    d["epoch"].as_str().unwrap_or("?")
+                ),
+                Err(e) => e.clone(),
+            };
+            *noted.entry(key).or_insert(0usize) += 1;
+        }
+        let expected = format!("offset {since} epoch {epoch}");
+        if noted.get(&expected) != Some(&cfg.clients) {
+            return Err(format!(
+                "first subscribe: expected {} × `{expected}`, got {noted:?}",
+                cfg.clients
+            ));
+        }
+        drop(first);
+        Ok::<_, String>((publisher, witness, seen, since, epoch))
+    });
+    let (mut publisher, mut witness, mut seen, since, epoch) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            return storm_abort(cfg, e);
+        }
+    };
+    // Every storm client is gone (the witness stays).
+    let gone_by = Instant::now() + STORM_STEP;
+    loop {
+        match channel_subscribers(addr, "storm") {
+            Ok(1) => break,
+            Ok(n) if Instant::now() >= gone_by => {
+                return storm_abort(
+                    cfg,
+                    format!(
+                        "`storm` still has {n} subscribers {} s after the disconnect",
+                        STORM_STEP.as_secs()
+                    ),
+                );
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return storm_abort(cfg, e),
+        }
+    }
+    let top = since + cfg.missed;
+    let missed = storm_rt.block_on(async {
+        let items: Vec<(String, serde_json::Value)> = (STORM_PRELOAD + 1
+            ..=STORM_PRELOAD + cfg.missed)
+            .map(|i| (format!("s{i}"), serde_json::json!({ "i": i })))
+            .collect();
+        let answers = storm_publish(&mut publisher, &items).await?;
+        let want: Vec<(u64, String)> = (since + 1..=top).map(|o| (o, epoch.clone())).collect();
+        if answers != want {
+            return Err(format!(
+                "missed publishes answered {:?}…, expected offsets {}..={top} in epoch {epoch}",
+                &answers[..answers.len().min(3)],
+                since + 1
+            ));
+        }
+        witness_read(&mut witness, &mut seen, top).await
+    });
+    if let Err(e) = missed {
+        return storm_abort(cfg, e);
+    }
+    let quiet_from = now_nanos();
+    let snap_quiet = storm_snap(addr, pid);
+    std::thread::sleep(cfg.quiet);
+
+    // ---- the storm
+    let done = Arc::new(AtomicU64::new(0));
+    let epoch_arc: Arc<str> = Arc::from(epoch.as_str());
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let clients: Vec<_> = (0..cfg.clients)
+        .map(|i| {
+            storm_rt.spawn(storm_client(
+                addr,
+                i,
+                (since, epoch_arc.clone()),
+                top,
+                start,
+                done.clone(),
+            ))
+        })
+        .collect();
+    // The metrics before any client can be served; the CPU counters at the start itself.
+    let mut snap_start = storm_snap(addr, pid);
+    if let Some(w) = start.into_std().checked_duration_since(Instant::now()) {
+        std::thread::sleep(w);
+    }
+    snap_start.cpu_now(pid);
+    let give_up = Instant::now() + STORM_TIMEOUT;
+    while done.load(Ordering::Relaxed) < cfg.clients as u64 && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let snap_end = storm_snap(addr, pid);
+    let all_done = done.load(Ordering::Relaxed) >= cfg.clients as u64;
+    // One more message: every client's next one must be it.
+    let after = storm_rt.block_on(async {
+        let a = storm_publish(
+            &mut publisher,
+            &[(format!("s{}", top + 1), serde_json::json!({"i": top + 1}))],
+        )
+        .await?;
+        if a.first().map(|a| a.0) != Some(top + 1) {
+            return Err(format!("the message after the storm answered {a:?}"));
+        }
+        witness_read(&mut witness, &mut seen, top + 1).await
+    });
+    if let Err(e) = after {
+        problems.push(e);
+    }
+    let results: Vec<StormClient> = storm_rt.block_on(async {
+        let mut out = Vec::with_capacity(clients.len());
+        for t in clients {
+            out.push(match t.await {
+                Ok(r) => r,
+                Err(e) => StormClient {
+                    problem: Some(format!("client task failed: {e}")),
+                    ..StormClient::default()
+                },
+            });
+        }
+        out
+    });
+
+    // ---- the live channel's end
+    std::thread::sleep(cfg.after);
+    stop_live.store(true, Ordering::Relaxed);
+    let live = live_rt
+        .block_on(live_pub)
+        .unwrap_or_else(|e| LivePublisher {
+            problem: Some(format!("live publisher task failed: {e}")),
+            ..LivePublisher::default()
+        });
+    sig.target.store(live.highest_offset, Ordering::Relaxed);
+    let drain_until = Instant::now() + STORM_STEP;
+    while !readers.iter().all(|t| t.is_finished()) && Instant::now() < drain_until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sig.stop.store(true, Ordering::Relaxed);
+    let live_readers: Vec<LiveReader> = live_rt.block_on(async {
+        let mut out = Vec::with_capacity(readers.len());
+        for t in readers {
+            out.push(
+                match tokio::time::timeout(Duration::from_secs(5), t).await {
+                    Ok(Ok(r)) => r,
+                    _ => LiveReader {
+                        end: Some(StreamEnd::StillOpen),
+                        ..LiveReader::default()
+                    },
+                },
+            );
+        }
+        out
+    });
+    // Clients close before the server, so its shutdown does not wait for them.
+    let mut results = results;
+    for r in &mut results {
+        r.conn = None;
+    }
+    drop((publisher, witness));
+    drop(server);
+
+    storm_report(StormRun {
+        cfg,
+        problems,
+        since,
+        top,
+        epoch: &epoch,
+        witness: &seen,
+        clients: &results,
+        all_done,
+        snaps: [snap_quiet, snap_start, snap_end],
+        quiet_from,
+        live: &live,
+        live_readers: &live_readers,
+        live_failed_subscribe,
+    })
+}
+
+/// A storm run that could not get to the storm: the report says why.
+fn storm_abort(cfg: &StormConfig, why: String) -> StormOutcome {
+    StormOutcome {
+        report: format!(
+            "{}\n- **FAIL: the scenario stopped before the storm:** {why}.\n",
+            storm_heading(cfg)
+        ),
+        failures: 1,
+    }
+}
+
+fn storm_heading(cfg: &StormConfig) -> String {
+    format!(
+        "### Reconnect storm — {} clients recover {} messages each on `storm` while {} subscribers read `live` at {} msg/s, 2 shards\n",
+        cfg.clients, cfg.missed, cfg.live, cfg.rate
+    )
+}
+
+/// Everything a storm run measured, for the report.
+struct StormRun<'a> {
+    cfg: &'a StormConfig,
+    /// Failures outside the clients and readers (setup, the message after the storm).
+    problems: Vec<String>,
+    since: u64,
+    top: u64,
+    epoch: &'a str,
+    witness: &'a [(u64, Vec<u8>)],
+    clients: &'a [StormClient],
+    all_done: bool,
+    /// At the quiet period's start, the storm's start and its end.
+    snaps: [StormSnap; 3],
+    quiet_from: u64,
+    live: &'a LivePublisher,
+    live_readers: &'a [LiveReader],
+    live_failed_subscribe: usize,
+}
+
+fn storm_report(run: StormRun) -> StormOutcome {
+    let cfg = run.cfg;
+    let mut failures = run.problems.len() as u64 + run.live_failed_subscribe as u64;
+    // ---- the storm clients, against the witness
+    let witness: HashMap<u64, (&[u8], serde_json::Value)> = run
+        .witness
+        .iter()
+        .map(|(o, p)| {
+            (
+                *o,
+                (p.as_slice(), serde_json::from_slice(p).unwrap_or_default()),
+            )
+        })
+        .collect();
+    let witness_complete = run.witness.len() as u64 == run.top + 1
+        && run.witness.iter().zip(1..).all(|((o, _), want)| *o == want);
+    if !witness_complete {
+        failures += 1;
+    }
+    let t0 = run
+        .clients
+        .iter()
+        .map(|c| c.started)
+        .filter(|&s| s > 0)
+        .min()
+        .unwrap_or(0);
+    let t_end = run
+        .clients
+        .iter()
+        .filter_map(|c| c.done)
+        .max()
+        .unwrap_or(t0);
+    let (mut ok, mut recovered_false, mut failed, mut next_live) = (0usize, 0usize, 0usize, 0usize);
+    let (mut bytes_same, mut fields_same, mut differ) = (0u64, 0u64, 0u64);
+    let mut first_problem = None;
+    let mut to_done: Vec<u64> = Vec::new();
+    let mut to_reply: Vec<u64> = Vec::new();
+    for c in run.clients {
+        if c.recovered == Some(false) {
+            recovered_false += 1;
+        }
+        if let Some(p) = &c.problem {
+            failed += 1;
+            first_problem.get_or_insert_with(|| p.clone());
+        }
+        if c.next_live {
+            next_live += 1;
+        }
+        if let Some(d) = c.done {
+            to_done.push(d.saturating_sub(c.started) / 1000);
+            if c.problem.is_none() && c.replayed.len() as u64 == cfg.missed {
+                ok += 1;
+            }
+        }
+        if let Some(r) = c.replied {
+            to_reply.push(r.saturating_sub(c.started) / 1000);
+        }
+        for (o, p) in &c.replayed {
+            match witness.get(o) {
+                Some((wb, _)) if *wb == p.as_slice() => bytes_same += 1,
+                Some((_, wv))
+                    if serde_json::from_slice::<serde_json::Value>(p).is_ok_and(|v| v == *wv) =>
+                {
+                    fields_same += 1
+                }
+                _ => differ += 1,
+            }
+        }
+    }
+    to_done.sort_unstable();
+    to_reply.sort_unstable();
+    failures += failed as u64 + differ + u64::from(!run.all_done);
+    failures += (cfg.clients - ok.min(cfg.clients)) as u64;
+    // ---- the live channel
+    let n = run.live.highest_offset;
+    let (mut lost, mut disorder, mut complete, mut short) = (0u64, 0u64, 0usize, 0usize);
+    for r in run.live_readers {
+        lost += r.lost + n.saturating_sub(r.last);
+        disorder += r.dup_or_reordered;
+        if r.last < n {
+            short += 1;
+        } else if r.lost == 0 && r.dup_or_reordered == 0 {
+            complete += 1;
+        }
+    }
+    let live_problem = run.live.problem.is_some() || run.live.published != n;
+    failures += lost + disorder + u64::from(live_problem);
+    let window = t_end.saturating_sub(t0);
+    let before_from = t0.saturating_sub(window);
+    let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let (mut before, mut during, mut quiet) = (new_hist(), new_hist(), new_hist());
+    for r in run.live_readers {
+        for (seq, &lat) in r.lat_us.iter().enumerate() {
+            let Some(&ts) = run.live.sent_at.get(seq) else {
+                continue;
+            };
+            if lat == u32::MAX {
+                continue;
+            }
+            let lat = u64::from(lat);
+            if (t0..=t_end).contains(&ts) {
+                during.saturating_record(lat);
+            } else if (before_from..t0).contains(&ts) {
+                before.saturating_record(lat);
+            }
+            if (run.quiet_from..t0).contains(&ts) {
+                quiet.saturating_record(lat);
+            }
+        }
+    }
+
+    // ---- report
+    let d = |ns: u64| ms(Duration::from_nanos(ns));
+    let dus = |v: u64| us(v);
+    let verdict = if failures == 0 { "PASS" } else { "FAIL" };
+    let mut out = storm_heading(cfg);
+    let w = |out: &mut String, s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    w(&mut out, String::new());
+    w(
+        &mut out,
+        format!(
+            "- Server: `--shards 2 --history-size {} --recovery-max {}`, default `--send-queue-bytes` (1 MiB; a replay is about {} KiB per client). `live` is owned by shard {}, `storm` by shard {}; connections spread over both.",
+            cfg.history_size(),
+            cfg.recovery_max(),
+            run.witness.iter().filter(|(o, _)| *o > run.since && *o <= run.top).map(|(_, p)| p.len() as u64 + 4).sum::<u64>() / 1024,
+            huddle::shard::mesh::owner_of("live", 2),
+            huddle::shard::mesh::owner_of("storm", 2),
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "- Storm: {} clients on `/ws` subscribed to `storm` at offset {} (epoch `{}`) and disconnected; {} messages were published (offsets {}..={}); after {} of quiet all {} reconnected at once, each subscribing with `since` right after its upgrade.",
+            cfg.clients, run.since, run.epoch, cfg.missed, run.since + 1, run.top, ms(cfg.quiet), cfg.clients
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "- **Recovery time: {}** from the first reconnect to the last client holding its `recovered:true` reply and all {} messages{}. Per client, from its own connect: reply p50 {}, p99 {}; all replayed p50 {}, p99 {}, max {}.",
+            d(window),
+            cfg.missed,
+            if run.all_done { String::new() } else { format!(" (**only {} of {} clients finished within {} s**)", to_done.len(), cfg.clients, STORM_TIMEOUT.as_secs()) },
+            dus(pct(&to_reply, 0.5)),
+            dus(pct(&to_reply, 0.99)),
+            dus(pct(&to_done, 0.5)),
+            dus(pct(&to_done, 0.99)),
+            dus(to_done.last().copied().unwrap_or(0)),
+        ),
+    );
+    let [q, s0, s1] = &run.snaps;
+    let storm_cpu = s1.server_cpu - s0.server_cpu;
+    w(
+        &mut out,
+        format!(
+            "- Server CPU during the storm: {:.2} s, all it did in that window (the live fan-out, {} upgrades and subscribes, the recoveries); messages it replayed (`huddle_messages_replayed_total`): {}.",
+            storm_cpu,
+            cfg.clients,
+            s0.replayed.zip(s1.replayed).map_or("–".into(), |(a, b)| format!("{:.0} (expected {})", b - a, cfg.missed * cfg.clients as u64)),
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "- CPU in use, in cores (of {}): quiet period {}; storm {}.",
+            std::thread::available_parallelism().map_or(1, |c| c.get()),
+            cores_between(q, s0),
+            cores_between(s0, s1),
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "- Server side, `huddle_publish_to_write_seconds` (offset assigned → the shard's flush of its frames, once per message per shard; bucket bounds): quiet period {}; storm {}.",
+            p2w_between(q, s0),
+            p2w_between(s0, s1),
+        ),
+    );
+    w(
+        &mut out,
+        format!(
+            "- Correctness: **{verdict}**. {ok} of {} clients got `recovered:true` at offset {} and then exactly offsets {}..={} in order; {recovered_false} replies said `recovered:false`; {failed} clients failed{}. Replayed messages against the witness (a `storm` subscriber that never left): {bytes_same} byte for byte the frame it received live, {fields_same} equal as JSON only, {differ} different. {next_live} clients then got the live offset {} next.{}",
+            cfg.clients,
+            run.top,
+            run.since + 1,
+            run.top,
+            first_problem.map_or(String::new(), |p| format!(" (first: {p})")),
+            run.top + 1,
+            if witness_complete { "" } else { " **The witness did not get every offset.**" },
+        ),
+    );
+    for p in &run.problems {
+        w(&mut out, format!("  **Problem:** {p}."));
+    }
+    w(
+        &mut out,
+        format!(
+            "- Live channel: {} publishes answered with an offset, {} refused{}; {complete} of {} subscribers got offsets 1..={n} with no gap, duplicate or reordering ({lost} lost, {disorder} duplicated or reordered, {short} short of {n}{}).{}",
+            run.live.published,
+            run.live.refused,
+            run.live.first_refusal.as_ref().map_or(String::new(), |f| format!(" (first: `{f}`)")),
+            cfg.live,
+            if run.live_failed_subscribe > 0 { format!(", {} could not subscribe", run.live_failed_subscribe) } else { String::new() },
+            run.live.problem.as_ref().map_or(String::new(), |p| format!(" **Problem:** {p}.")),
+        ),
+    );
+    w(&mut out, String::new());
+    w(
+        &mut out,
+        "| `live` publish→receive latency, by publish time | deliveries | p50 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|".into(),
+    );
+    let row = |name: String, h: &Histogram<u64>| {
+        if h.is_empty() {
+            return format!("| {name} | 0 | – | – | – | – |");
+        }
+        format!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            h.len(),
+            us(h.value_at_quantile(0.5)),
+            us(h.value_at_quantile(0.99)),
+            us(h.value_at_quantile(0.999)),
+            us(h.max())
+        )
+    };
+    let overlap = before_from < run.quiet_from;
+    w(
+        &mut out,
+        row(
+            format!(
+                "the {} just before the storm{}",
+                d(window),
+                if overlap {
+                    " (longer than the quiet period: includes the missed publishes)"
+                } else {
+                    ""
+                }
+            ),
+            &before,
+        ),
+    );
+    w(
+        &mut out,
+        row(format!("during the storm ({})", d(window)), &during),
+    );
+    let ratio = |q: Option<f64>| {
+        let (a, b) = match q {
+            Some(q) => (during.value_at_quantile(q), before.value_at_quantile(q)),
+            None => (during.max(), before.max()),
+        };
+        if before.is_empty() || during.is_empty() {
+            "–".to_owned()
+        } else {
+            format!("{:.2}", a as f64 / b.max(1) as f64)
+        }
+    };
+    w(
+        &mut out,
+        format!(
+            "| ratio during ÷ before | | {} | {} | {} | {} |",
+            ratio(Some(0.5)),
+            ratio(Some(0.99)),
+            ratio(Some(0.999)),
+            ratio(None)
+        ),
+    );
+    w(
+        &mut out,
+        row(
+            format!(
+                "the whole quiet period before the storm ({})",
+                d(t0.saturating_sub(run.quiet_from))
+            ),
+            &quiet,
+        ),
+    );
+    StormOutcome {
+        report: out,
+        failures,
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (children inherit it); returns the limit.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn raise_nofile() -> Option<u64> {
@@ -1852,6 +3206,30 @@ fn main() {
         extra.push_str(&f.report);
         extra.push('\n');
     }
+    if huddle && selected("storm") {
+        let cfg = StormConfig {
+            clients: env_or("FANOUT_STORM_CLIENTS", if smoke { 20 } else { 1000 }),
+            missed: env_or("FANOUT_STORM_MISSED", if smoke { 10 } else { 100 }),
+            live: env_or("FANOUT_STORM_LIVE", if smoke { 20 } else { 500 }),
+            rate: env_or("FANOUT_STORM_RATE", if smoke { 200 } else { 1000 }).max(1),
+            quiet: Duration::from_millis(if smoke { 500 } else { 2000 }),
+            after: Duration::from_millis(if smoke { 300 } else { 1000 }),
+        };
+        if let Some(n) = nofile.filter(|&n| n < cfg.sockets()) {
+            eprintln!(
+                "fanout: the storm holds about {} sockets here and as many in the server, over RLIMIT_NOFILE {n}: run `ulimit -n 20000` first",
+                cfg.sockets()
+            );
+        }
+        eprintln!(
+            "fanout: reconnect storm, {} clients × {} missed messages, {} live subscribers at {}/s, against huddle …",
+            cfg.clients, cfg.missed, cfg.live, cfg.rate
+        );
+        let s = run_storm(&cfg);
+        failures += s.failures;
+        extra.push_str(&s.report);
+        extra.push('\n');
+    }
     let date = String::from_utf8(
         Command::new("date")
             .arg("-u")
@@ -1905,7 +3283,7 @@ fn main() {
         let _ = std::fs::write(&path, format!("{head}{report}\n{rest}"));
     }
     if failures > 0 {
-        eprintln!("fanout: huddle lost, duplicated or reordered {failures} deliveries (or broke §6/§7 in the flood: see above)");
+        eprintln!("fanout: huddle lost, duplicated or reordered {failures} deliveries (or broke §6/§7 in the flood or §10 in the storm: see above)");
         std::process::exit(1);
     }
     if rss_failed {
