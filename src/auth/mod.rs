@@ -184,7 +184,10 @@ impl Auth {
         }
         let s = &self.settings;
         if !s.audience.is_empty() {
-            let listed = |a: &Value| a.as_str().is_some_and(|a| s.audience.iter().any(|x| x == a));
+            let listed = |a: &Value| {
+                a.as_str()
+                    .is_some_and(|a| s.audience.iter().any(|x| x == a))
+            };
             match c.get("aud") {
                 None => return Err(missing("aud")),
                 Some(Value::String(_)) if listed(&c["aud"]) => {}
@@ -262,7 +265,9 @@ impl Header {
 
 /// A NumericDate (RFC 7519 §2) as whole seconds.
 fn seconds_claim(name: &str, v: &Value) -> Result<u64, AuthError> {
-    let v = v.as_f64().ok_or_else(|| AuthError::BadClaim(format!("{name}: must be a number")))?;
+    let v = v
+        .as_f64()
+        .ok_or_else(|| AuthError::BadClaim(format!("{name}: must be a number")))?;
     if (0.0..1e15).contains(&v) {
         Ok(v as u64)
     } else {
