@@ -28,11 +28,28 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Push { gap: u8, len: u8, size: u8 },
-    Trim { ttl_ms: u16 },
-    Step { ms: u16 },
-    Since { back: u8, ahead: u8, ttl_ms: u16, max: u8 },
-    After { back: u8, limit: u8, ttl_ms: u16 },
+    Push {
+        gap: u8,
+        len: u8,
+        size: u8,
+    },
+    Trim {
+        ttl_ms: u16,
+    },
+    Step {
+        ms: u16,
+    },
+    Since {
+        back: u8,
+        ahead: u8,
+        ttl_ms: u16,
+        max: u8,
+    },
+    After {
+        back: u8,
+        limit: u8,
+        ttl_ms: u16,
+    },
 }
 
 /// Everything the ring should hold, in push order.
@@ -54,7 +71,11 @@ fuzz_target!(|ops: Vec<Op>| {
     for op in ops.into_iter().take(300) {
         match op {
             Op::Push { gap, len, size } => {
-                let offset = if gap % 8 == 0 { next } else { next + u64::from(gap) };
+                let offset = if gap % 8 == 0 {
+                    next
+                } else {
+                    next + u64::from(gap)
+                };
                 let frame = Bytes::from(vec![offset as u8; usize::from(len)]);
                 let size = usize::from(size % 16);
                 if m.items.last().is_some_and(|(o, _, _)| o + 1 != offset) {
@@ -102,7 +123,11 @@ fuzz_target!(|ops: Vec<Op>| {
                         Err(Miss::Trimmed)
                     }
                 };
-                assert_eq!(h.since(since, top, now, ttl, max), want, "since {since} top {top}");
+                assert_eq!(
+                    h.since(since, top, now, ttl, max),
+                    want,
+                    "since {since} top {top}"
+                );
             }
             Op::After {
                 back,
@@ -124,7 +149,10 @@ fuzz_target!(|ops: Vec<Op>| {
         }
         assert_eq!(h.len(), m.items.len());
         assert_eq!(h.is_empty(), m.items.is_empty());
-        assert_eq!(h.bytes(), m.items.iter().map(|(_, _, f)| f.len()).sum::<usize>());
+        assert_eq!(
+            h.bytes(),
+            m.items.iter().map(|(_, _, f)| f.len()).sum::<usize>()
+        );
         assert_eq!(h.first_offset(), m.items.first().map(|(o, _, _)| *o));
     }
 });
