@@ -141,6 +141,14 @@ pub fn text_frame_with<F: FnOnce(&mut Vec<u8>)>(capacity_hint: usize, write: F) 
     Bytes::from(buf).slice(start..)
 }
 
+/// The payload of a complete unmasked frame as the server encodes them (a stored history
+/// frame), by its header; None if `frame` is not one.
+pub fn frame_payload(frame: &[u8]) -> Option<&[u8]> {
+    let h = super::header::parse(frame).ok()??;
+    let len = usize::try_from(h.payload_len).ok()?;
+    frame.get(h.header_len..h.header_len.checked_add(len)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

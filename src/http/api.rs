@@ -213,7 +213,7 @@ async fn history(shared: &Arc<Shared>, q: ChannelQuery) -> Result<Resp, ApiError
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(crate::shard::frame_payload(frame).unwrap_or(b"null"));
+        body.extend_from_slice(crate::codec::frame_payload(frame).unwrap_or(b"null"));
     }
     body.extend_from_slice(b"]}");
     Ok(super::json_bytes(StatusCode::OK, body))

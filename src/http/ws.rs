@@ -110,14 +110,11 @@ fn credentials(
     let id = auth
         .verify(&token, unix_now())
         .map_err(UpgradeError::Unauthorized)?;
+    let (user, grant) = TokenGrant::from_identity(id);
     Ok(Credentials {
-        user_id: Some(id.user),
+        user_id: Some(user),
         api_key,
-        token: Some(TokenGrant {
-            valid_for: id.valid_for,
-            expires_in: id.expires_in,
-            grants: id.grants,
-        }),
+        token: Some(grant),
     })
 }
 

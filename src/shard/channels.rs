@@ -11,14 +11,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::Bytes;
 use serde_json::json;
 
-use super::mesh::{owner_of, ShardMsg};
+use super::mesh::{owner_of, Answer, ShardMsg};
 use super::{Conn, Shard, View};
-use crate::engine::{ChannelEngine, Miss};
 use crate::protocol::{ErrorCode, Filter, Since, SubscribeSpec};
 
 /// A subscribe or unsubscribe request with its channels resolved to streams, taken from the
@@ -48,13 +45,6 @@ enum Recovery {
     Asked,
     /// The owner's answer (or this shard's own, when it owns the channel).
     Answered(Answer),
-}
-
-/// The position of a channel and the frames a client missed, or why they cannot be replayed.
-pub(crate) struct Answer {
-    pub offset: u64,
-    pub epoch: Arc<str>,
-    pub replay: Result<Vec<Bytes>, Miss>,
 }
 
 /// A request waiting for a channel's answer.
@@ -187,7 +177,7 @@ impl Shard {
                 let owner = owner_of(stream, self.shared.inboxes.len());
                 if owner == self.id {
                     self.ensure_view(stream);
-                    r.recovery = Recovery::Answered(self.recover_here(stream, &since));
+                    r.recovery = Recovery::Answered(self.recovery_answer(stream, &since));
                     return true;
                 }
                 let view = self
@@ -200,8 +190,7 @@ impl Shard {
                     shard: self.id,
                     key,
                     conn_id,
-                    since: since.offset,
-                    epoch: since.epoch.into_boxed_str(),
+                    since,
                 });
                 r.recovery = Recovery::Asked;
                 false
@@ -364,20 +353,5 @@ impl Shard {
             }
         }
         self.reply(key, event, reply_to, &data);
-    }
-
-    /// The recovery decision on the channel's owner (this shard).
-    pub(super) fn recover_here(&self, stream: &str, since: &Since) -> Answer {
-        let max = self.shared.config.recovery_max;
-        let (position, replay) =
-            self.engine
-                .recover(stream, since.offset, &since.epoch, max, Instant::now());
-        let (offset, epoch) =
-            position.map_or_else(|| (0, crate::engine::new_epoch()), |p| (p.offset, p.epoch));
-        Answer {
-            offset,
-            epoch,
-            replay,
-        }
     }
 }

@@ -93,17 +93,14 @@ pub enum ShardMsg {
         shard: usize,
         key: usize,
         conn_id: u64,
-        since: u64,
-        epoch: Box<str>,
+        since: crate::protocol::Since,
     },
     /// From the owner, in the channel's FIFO: its position and the frames after `since`.
     Recovered {
         channel: Arc<str>,
         key: usize,
         conn_id: u64,
-        offset: u64,
-        epoch: Arc<str>,
-        replay: Result<Vec<Bytes>, crate::engine::Miss>,
+        answer: Answer,
     },
     /// To the owner: a connection joined (`join`) or left `channel`.
     JoinLeave {
@@ -132,6 +129,13 @@ pub enum ShardMsg {
         channel: Arc<str>,
         gather: Arc<Gather<Vec<Present>>>,
     },
+}
+
+/// A channel's position and the frames a client missed, or why they cannot be replayed.
+pub struct Answer {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    pub replay: Result<Vec<Bytes>, crate::engine::Miss>,
 }
 
 /// What the owner answers to `/api/history`.

@@ -31,7 +31,6 @@ mod tokens;
 mod users;
 
 pub use conn::{Conn, ConnIo};
-pub use recovery::frame_payload;
 pub use shared::{key_matches, Shared, Shutdown};
 pub use tokens::unix_now;
 pub use users::UserIndex;
@@ -187,6 +186,18 @@ pub struct TokenGrant {
     /// Whole seconds until `exp`, announced in `connection_ack`.
     pub expires_in: u64,
     pub grants: crate::auth::Grants,
+}
+
+impl TokenGrant {
+    /// A verified token's user and what it grants the connection.
+    pub fn from_identity(id: crate::auth::Identity) -> (String, TokenGrant) {
+        let grant = TokenGrant {
+            valid_for: id.valid_for,
+            expires_in: id.expires_in,
+            grants: id.grants,
+        };
+        (id.user, grant)
+    }
 }
 
 impl Shard {
@@ -744,23 +755,13 @@ impl Shard {
                 key,
                 conn_id,
                 since,
-                epoch,
-            } => self.on_recover(channel, shard, key, conn_id, since, &epoch),
+            } => self.on_recover(channel, shard, key, conn_id, since),
             ShardMsg::Recovered {
                 channel,
                 key,
                 conn_id,
-                offset,
-                epoch,
-                replay,
-            } => {
-                let answer = channels::Answer {
-                    offset,
-                    epoch,
-                    replay,
-                };
-                self.on_recovered(&channel, key, conn_id, answer);
-            }
+                answer,
+            } => self.on_recovered(&channel, key, conn_id, answer),
             ShardMsg::JoinLeave { channel, join, who } => self.on_join_leave(channel, join, who),
             ShardMsg::Listen { channel, shard, on } => self.on_listen(channel, shard, on),
             ShardMsg::JoinLeaveFrame { channel, frame } => {
@@ -993,9 +994,7 @@ impl Shard {
                     tail: pos.offset,
                     epoch: pos.epoch,
                     acked: true,
-                    waiters: Vec::new(),
-                    recovering: 0,
-                    join_leave: Vec::new(),
+                    ..View::pending()
                 },
             );
             return true;

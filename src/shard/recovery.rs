@@ -10,10 +10,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::mesh::{owner_of, HistoryPage, Present, ShardMsg};
+use super::mesh::{owner_of, Answer, HistoryPage, Present, ShardMsg};
 use super::{encode, enqueue, Shard};
+use crate::codec::frame_payload;
 use crate::engine::ChannelEngine;
-use crate::protocol::{wire_name, Filter, OutMessage};
+use crate::protocol::{wire_name, Filter, OutMessage, Since};
 
 impl Shard {
     /// Owner side of `Recover`: registers the shard's interest, decides the recovery, and
@@ -24,23 +25,34 @@ impl Shard {
         shard: usize,
         key: usize,
         conn_id: u64,
-        since: u64,
-        epoch: &str,
+        since: Since,
     ) {
-        let now = Instant::now();
-        let max = self.shared.config.recovery_max;
-        let position = self.engine.set_interest(&channel, shard, true, now);
-        let (current, replay) = self.engine.recover(&channel, since, epoch, max, now);
-        let position = current.unwrap_or(position);
-        let answer = ShardMsg::Recovered {
+        self.engine
+            .set_interest(&channel, shard, true, Instant::now());
+        let answer = self.recovery_answer(&channel, &since);
+        let msg = ShardMsg::Recovered {
             channel,
             key,
             conn_id,
-            offset: position.offset,
-            epoch: position.epoch,
-            replay,
+            answer,
         };
-        let _ = self.shared.inboxes[shard].send(answer);
+        let _ = self.shared.inboxes[shard].send(msg);
+    }
+
+    /// The recovery decision for `since` on this shard, the channel's owner (PROTOCOL.md §10).
+    pub(super) fn recovery_answer(&self, stream: &str, since: &Since) -> Answer {
+        let max = self.shared.config.recovery_max;
+        let (position, replay) =
+            self.engine
+                .recover(stream, since.offset, &since.epoch, max, Instant::now());
+        // The callers made the channel's state (interest), so a position exists.
+        let (offset, epoch) =
+            position.map_or_else(|| (0, crate::engine::new_epoch()), |p| (p.offset, p.epoch));
+        Answer {
+            offset,
+            epoch,
+            replay,
+        }
     }
 
     /// Queues missed frames to `key` right after its `recovered` reply, as a subscription would
@@ -204,17 +216,6 @@ impl Shard {
             })
             .collect()
     }
-}
-
-/// The JSON payload of a server frame (unmasked, unfragmented, as the shard encodes them).
-pub fn frame_payload(frame: &[u8]) -> Option<&[u8]> {
-    let len = *frame.get(1)? & 0x7f;
-    let header = match len {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    frame.get(header..)
 }
 
 /// The `data` object of a stored frame, for a filter (the rare replay-with-filter path).

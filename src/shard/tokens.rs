@@ -97,12 +97,8 @@ impl Shard {
                 self.reply_error(key, ErrorCode::Forbidden, message, reply_to);
             }
             Ok(id) => {
-                let expires_in = id.expires_in;
-                let grant = TokenGrant {
-                    valid_for: id.valid_for,
-                    expires_in,
-                    grants: id.grants,
-                };
+                let (_, grant) = TokenGrant::from_identity(id);
+                let expires_in = grant.expires_in;
                 self.grant(key, grant, Instant::now());
                 self.reply(
                     key,
