@@ -50,8 +50,10 @@
 //! target/release/huddle), `FANOUT_HUDDLE_PREFIX` (run huddle under a tool
 //! such as valgrind). Any run fails on lost, duplicated or reordered deliveries.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +63,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use huddle::codec::{self, OpCode};
+use support::{cpu_seconds, ready_addr, vm_rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -220,27 +223,6 @@ impl Drop for ServerProc {
     }
 }
 
-/// Reads lines of `r` until one contains "listening on ADDR"; keeps draining it afterwards.
-fn ready_addr<R: Read + Send + 'static>(r: R) -> SocketAddr {
-    let mut lines = BufReader::new(r).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before ready")
-            .expect("read");
-        if let Some(i) = line.find("listening on ") {
-            break line[i + 13..]
-                .split_whitespace()
-                .next()
-                .expect("address")
-                .parse()
-                .expect("socket address");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    addr
-}
-
 /// The server binary: `HUDDLE_BIN`, or this checkout's release build.
 fn huddle_bin() -> std::path::PathBuf {
     std::env::var_os("HUDDLE_BIN").map_or_else(
@@ -307,27 +289,6 @@ fn start_server(kind: Kind, sc: &Scenario) -> ServerProc {
             ServerProc { child, addr, stdin }
         }
     }
-}
-
-/// (utime + stime) of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------- the client side

@@ -6,22 +6,15 @@
 //! `cargo bench --bench history` (C from `HISTORY_CHANNELS`, default 1000; M from
 //! `HISTORY_MESSAGES`, default 100 = `--history-size`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use support::{ready_addr, vm_rss_kib};
 use tokio_tungstenite::tungstenite::Message;
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
 
 /// Sum over shards of a gauge in `/metrics`.
 fn metric(addr: &str, name: &str) -> u64 {
@@ -84,14 +77,7 @@ fn main() {
         .spawn()
         .expect("spawn huddle");
     let pid = child.id();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("ready line").expect("stderr");
-        if let Some(i) = line.find("listening on ") {
-            break line[i + 13..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = ready_addr(child.stderr.take().expect("stderr")).to_string();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

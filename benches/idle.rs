@@ -21,12 +21,14 @@
 //!   limit first and stops with a hint when it is too low, e.g.
 //!   `ulimit -n 20000; IDLE_CONNS=10000 cargo bench --bench idle`.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use support::{cpu_seconds, ready_addr, vm_rss_kib};
 
 /// `--jwt-secret` in token mode (the server wants at least 16 bytes).
 const SECRET: &str = "huddle-bench-idle-secret-32bytes";
@@ -34,27 +36,6 @@ const SECRET: &str = "huddle-bench-idle-secret-32bytes";
 const WARM: usize = 16;
 /// Descriptors beyond the N sockets: stdio, epoll, the runtime's and the warm-up ones.
 const FD_SLACK: u64 = 64;
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
-/// (utime + stime) of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
 
 /// The soft and hard "Max open files" of this process (`None` = unlimited).
 fn fd_limits() -> (Option<u64>, Option<u64>) {
@@ -166,14 +147,7 @@ fn main() {
         .spawn()
         .expect("spawn huddle");
     let pid = child.id();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("ready line").expect("stderr");
-        if let Some(i) = line.find("listening on ") {
-            break line[i + 13..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = ready_addr(child.stderr.take().expect("stderr"));
 
     let base = format!("ws://{addr}/ws/games");
     let urls: Vec<String> = if tokens_on {
