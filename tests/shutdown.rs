@@ -63,6 +63,7 @@ async fn client_that_never_reads_does_not_hold_shutdown() {
     // A large send queue so the stuck client is not closed as a slow consumer first.
     let mut server = Server::start(&["--shutdown-grace", "2s", "--send-queue-bytes", "268435456"]);
     let mut stuck = RawWs::connect(server.addr, "/ws/odds").await;
+    stuck.read_ack().await;
     let (mut reader, _) = server.connect("/ws").await;
     // Fill the stuck client's socket buffers and leave frames queued in the server behind them.
     let pad = "x".repeat(512 * 1024);

@@ -476,6 +476,14 @@ impl RawWs {
         self.stream.write_all(bytes).await.expect("write");
     }
 
+    /// Reads the `connection_ack`. Once it has arrived, the endpoint's auto-subscriptions are
+    /// in place: a publish the client causes afterwards reaches it.
+    pub async fn read_ack(&mut self) {
+        let (op, ack) = self.read_frame().await.expect("connection_ack");
+        let text = String::from_utf8_lossy(&ack);
+        assert!(op == 1 && text.contains("connection_ack"), "not an ack: {text}");
+    }
+
     /// Reads the next server frame: (opcode, payload); None on EOF.
     pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
