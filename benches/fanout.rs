@@ -22,7 +22,7 @@
 //! - **stalled**: the 1k×200/s fan-out run twice, once with every subscriber reading and once
 //!   with 10% of them connected with a 4 KiB `SO_RCVBUF` and never reading; compares the fast
 //!   readers' p99 and the server CPU per delivery (targets: within 1.2× and 1.1×).
-//! - **storm**: a reconnect storm (PROTOCOL.md §10), 2 shards, `--history-size 100 --recovery-max
+//! - **storm**: a reconnect storm (PROTOCOL.md §10), 2 shards (`FANOUT_STORM_SHARDS`), `--history-size 100 --recovery-max
 //!   1000` (raised to the gap if it is larger). `FANOUT_STORM_LIVE` (500) subscribers read the
 //!   channel `live`, published at `FANOUT_STORM_RATE` (1,000) msg/s over the WebSocket, with the
 //!   latency method above. `FANOUT_STORM_CLIENTS` (1,000) clients subscribe to `storm`, note
@@ -46,7 +46,7 @@
 //! early once the server's RSS passes it), `FANOUT_RSS_REPORT_ONLY=1` (a full run does not fail
 //! on the flood's RSS bounds; smoke runs never do), `FANOUT_STORM_CLIENTS` /
 //! `FANOUT_STORM_MISSED` / `FANOUT_STORM_LIVE` / `FANOUT_STORM_RATE` (storm sizes; smoke: 20,
-//! 10, 20, 200), `HUDDLE_BIN` (a prebuilt server binary instead of building
+//! 10, 20, 200), `FANOUT_STORM_SHARDS` (2), `HUDDLE_BIN` (a prebuilt server binary instead of building
 //! target/release/huddle), `FANOUT_HUDDLE_PREFIX` (run huddle under a tool
 //! such as valgrind). Any run fails on lost, duplicated or reordered deliveries.
 
@@ -1439,6 +1439,8 @@ struct StormConfig {
     /// Subscribers of `live`, and its publish rate (messages per second).
     live: usize,
     rate: u64,
+    /// `--shards` of the server (2; 1 when it is pinned to one core with `FANOUT_HUDDLE_PREFIX`).
+    shards: usize,
     /// From the last missed publish to the storm, and from the storm's end to the live
     /// publisher's stop.
     quiet: Duration,
@@ -2152,7 +2154,7 @@ struct StormOutcome {
     failures: u64,
 }
 
-/// Starts huddle (2 shards), runs the live channel, then the reconnect storm; reports the
+/// Starts huddle (`cfg.shards`), runs the live channel, then the reconnect storm; reports the
 /// recovery time, the live channel's latency before and during the storm, and correctness.
 ///
 /// The live side (readers, publisher) and the storm side (witness, storm publisher, clients)
@@ -2172,7 +2174,7 @@ fn run_storm(cfg: &StormConfig) -> StormOutcome {
         stalled: 0,
         huddle_args: vec![
             "--shards".into(),
-            "2".into(),
+            cfg.shards.to_string(),
             "--history-size".into(),
             cfg.history_size().to_string(),
             "--recovery-max".into(),
@@ -2457,8 +2459,8 @@ fn storm_abort(cfg: &StormConfig, why: String) -> StormOutcome {
 
 fn storm_heading(cfg: &StormConfig) -> String {
     format!(
-        "### Reconnect storm — {} clients recover {} messages each on `storm` while {} subscribers read `live` at {} msg/s, 2 shards\n",
-        cfg.clients, cfg.missed, cfg.live, cfg.rate
+        "### Reconnect storm — {} clients recover {} messages each on `storm` while {} subscribers read `live` at {} msg/s, {} shard(s)\n",
+        cfg.clients, cfg.missed, cfg.live, cfg.rate, cfg.shards
     )
 }
 
@@ -2605,12 +2607,13 @@ fn storm_report(run: StormRun) -> StormOutcome {
     w(
         &mut out,
         format!(
-            "- Server: `--shards 2 --history-size {} --recovery-max {}`, default `--send-queue-bytes` (1 MiB; a replay is about {} KiB per client). `live` is owned by shard {}, `storm` by shard {}; connections spread over both.",
+            "- Server: `--shards {} --history-size {} --recovery-max {}`, default `--send-queue-bytes` (1 MiB; a replay is about {} KiB per client). `live` is owned by shard {}, `storm` by shard {}; connections spread over all shards.",
+            cfg.shards,
             cfg.history_size(),
             cfg.recovery_max(),
             run.witness.iter().filter(|(o, _)| *o > run.since && *o <= run.top).map(|(_, p)| p.len() as u64 + 4).sum::<u64>() / 1024,
-            huddle::shard::mesh::owner_of("live", 2),
-            huddle::shard::mesh::owner_of("storm", 2),
+            huddle::shard::mesh::owner_of("live", cfg.shards),
+            huddle::shard::mesh::owner_of("storm", cfg.shards),
         ),
     );
     w(
@@ -3173,6 +3176,7 @@ fn main() {
             missed: env_or("FANOUT_STORM_MISSED", if smoke { 10 } else { 100 }),
             live: env_or("FANOUT_STORM_LIVE", if smoke { 20 } else { 500 }),
             rate: env_or("FANOUT_STORM_RATE", if smoke { 200 } else { 1000 }).max(1),
+            shards: env_or("FANOUT_STORM_SHARDS", 2).max(1),
             quiet: Duration::from_millis(if smoke { 500 } else { 2000 }),
             after: Duration::from_millis(if smoke { 300 } else { 1000 }),
         };

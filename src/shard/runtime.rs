@@ -24,6 +24,12 @@ use super::{Shard, Shared};
 /// Largest batch drained from the inbox per wake.
 const INBOX_BATCH: usize = 512;
 
+/// Connections accepted per turn of the shard's scheduler. A burst of reconnects (hundreds of
+/// upgrades, each tens of microseconds of handshake work) is admitted this many at a time, with
+/// the inbox (live fan-out) and the open connections served between batches, instead of all
+/// at once ahead of them in the run queue.
+const ACCEPT_BATCH: usize = 16;
+
 /// What serves an accepted socket (the HTTP layer, given by the server so the shard does not
 /// depend on it).
 pub type AcceptFn =
@@ -100,9 +106,15 @@ fn run(
 }
 
 async fn accept_loop(cell: Rc<RefCell<Shard>>, listener: tokio::net::TcpListener, serve: AcceptFn) {
+    let mut accepted = 0;
     loop {
+        if accepted == ACCEPT_BATCH {
+            accepted = 0;
+            tokio::task::yield_now().await;
+        }
         match listener.accept().await {
             Ok((stream, peer)) => {
+                accepted += 1;
                 let _ = stream.set_nodelay(true);
                 spawn_local(serve(cell.clone(), stream, peer));
             }

@@ -481,7 +481,10 @@ impl RawWs {
     pub async fn read_ack(&mut self) {
         let (op, ack) = self.read_frame().await.expect("connection_ack");
         let text = String::from_utf8_lossy(&ack);
-        assert!(op == 1 && text.contains("connection_ack"), "not an ack: {text}");
+        assert!(
+            op == 1 && text.contains("connection_ack"),
+            "not an ack: {text}"
+        );
     }
 
     /// Reads the next server frame: (opcode, payload); None on EOF.
