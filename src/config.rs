@@ -278,6 +278,28 @@ pub struct ServeConfig {
     )]
     pub presence_channels: Vec<String>,
 
+    /// Redis URL (`redis://[user:pass@]host:port[/db]`): run as one node of a cluster over
+    /// Redis (PROTOCOL.md §12). Repeatable or comma-separated: channels are spread over the
+    /// instances by a hash of their name.
+    #[arg(
+        long,
+        env = "HUDDLE_REDIS",
+        value_name = "URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub redis: Vec<String>,
+
+    /// The cluster's name: the prefix of every Redis key, so several clusters can share one
+    /// Redis (1 to 64 of `[A-Za-z0-9_.-]`).
+    #[arg(
+        long,
+        env = "HUDDLE_CLUSTER_NAME",
+        value_name = "NAME",
+        default_value = "huddle"
+    )]
+    pub cluster_name: String,
+
     /// Serve `GET /ws/echo`, which echoes every message through the same codec and limits
     /// (for conformance runs such as Autobahn; off by default).
     #[arg(long, env = "HUDDLE_ECHO_ENDPOINT")]
@@ -372,6 +394,23 @@ impl ServeConfig {
         if self.max_message_size < 125 {
             return Err("--max-message-size must be at least 125".into());
         }
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+        if self.cluster_name.is_empty()
+            || self.cluster_name.len() > 64
+            || !self.cluster_name.chars().all(name_ok)
+        {
+            return Err("--cluster-name must be 1 to 64 of [A-Za-z0-9_.-]".into());
+        }
+        if let Some(bad) = self
+            .redis
+            .iter()
+            .find(|u| !(u.starts_with("redis://") || u.starts_with("unix://")))
+        {
+            return Err(format!(
+                "--redis takes redis://[user:pass@]host:port[/db] URLs (got {})",
+                crate::cluster::redact(bad)
+            ));
+        }
         let counts = [
             (
                 "--max-inflight-publishes",
@@ -405,6 +444,7 @@ impl ServeConfig {
             &mut self.jwt_issuer,
             &mut self.public_channels,
             &mut self.presence_channels,
+            &mut self.redis,
         ] {
             for item in list.iter_mut() {
                 let trimmed = item.trim();

@@ -20,7 +20,8 @@
 //! **Client error codes** (`data.code` of an `error` event, [`ErrorCode::as_str`]):
 //! `InvalidMessage` → `invalid_message`, `UnknownEvent` → `unknown_event`, `InvalidChannel` →
 //! `invalid_channel`, `TooManySubscriptions` → `too_many_subscriptions`, `Forbidden` → `forbidden`,
-//! `RateLimited` → `rate_limited`, `Overloaded` → `overloaded`. A refused WebSocket publish
+//! `RateLimited` → `rate_limited`, `Overloaded` → `overloaded`, `Unavailable` → `unavailable`
+//! (cluster mode: Redis did not store the publish, §12). A refused WebSocket publish
 //! ([`PublishError::client_code`]): `InvalidChannel` → `invalid_channel`, else `invalid_message`.
 //!
 //! **Refused upgrades** ([`upgrade_status`], which takes [`handshake_status`] for the handshake
@@ -51,6 +52,7 @@
 //! | `NotImplemented` | 501 | `not_implemented` |
 //! | `Overloaded` | 503 (+ `Retry-After`) | `overloaded` |
 //! | `ShuttingDown` | 503 | `shutting_down` |
+//! | `Unavailable` (cluster mode: Redis unreachable, §12) | 503 | `unavailable` |
 
 use std::fmt;
 
@@ -149,6 +151,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The server cannot take a publish at all right now; nothing of it is delivered (§7).
     Overloaded,
+    /// Cluster mode: Redis did not answer; the publish may be retried with its `message_id`.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -162,6 +166,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -336,6 +341,9 @@ pub enum ApiError {
     Overloaded { retry_after_secs: u64 },
     #[error("server is shutting down")]
     ShuttingDown,
+    /// Cluster mode: Redis is unreachable (PROTOCOL.md §12).
+    #[error("the Redis engine is unavailable")]
+    Unavailable,
 }
 
 impl ApiError {
@@ -352,6 +360,7 @@ impl ApiError {
             ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
 
@@ -391,7 +400,8 @@ mod tests {
             | ErrorCode::TooManySubscriptions
             | ErrorCode::Forbidden
             | ErrorCode::RateLimited
-            | ErrorCode::Overloaded => {}
+            | ErrorCode::Overloaded
+            | ErrorCode::Unavailable => {}
         }
         match h {
             HandshakeError::Method
@@ -413,7 +423,8 @@ mod tests {
             | ApiError::Publish(_)
             | ApiError::NotImplemented(_)
             | ApiError::Overloaded { .. }
-            | ApiError::ShuttingDown => {}
+            | ApiError::ShuttingDown
+            | ApiError::Unavailable => {}
         }
     }
 
@@ -456,6 +467,8 @@ mod tests {
             (ErrorCode::Forbidden, "forbidden"),
             (ErrorCode::RateLimited, "rate_limited"),
             (ErrorCode::Overloaded, "overloaded"),
+            // §12.
+            (ErrorCode::Unavailable, "unavailable"),
         ];
         for (code, s) in client {
             assert_eq!(code.as_str(), s);
@@ -529,6 +542,7 @@ mod tests {
                 "overloaded",
             ),
             (ApiError::ShuttingDown, 503, "shutting_down"),
+            (ApiError::Unavailable, 503, "unavailable"),
         ];
         for (e, status, code) in api {
             assert_eq!(e.status_and_code(), (status_of(status), code), "{e:?}");

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod conn;

@@ -25,7 +25,10 @@ pub fn start(config: ServeConfig, api_keys: Vec<String>) -> std::io::Result<Serv
     let listeners = crate::shard::listener::bind(config.listen, n)?;
     let addr = listeners[0].local_addr()?;
     let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
-    let shared = Arc::new(Shared::new(config, api_keys, inboxes).map_err(std::io::Error::other)?);
+    let cluster = start_cluster(&config, &inboxes).map_err(std::io::Error::other)?;
+    let mut shared = Shared::new(config, api_keys, inboxes).map_err(std::io::Error::other)?;
+    shared.cluster = cluster;
+    let shared = Arc::new(shared);
     let mut threads = Vec::with_capacity(n);
     for (id, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
         threads.push(crate::shard::runtime::spawn(
@@ -41,6 +44,46 @@ pub fn start(config: ServeConfig, api_keys: Vec<String>) -> std::io::Result<Serv
         shared,
         threads,
     })
+}
+
+/// Cluster mode (`--redis`): starts the Redis bridge, which hands each topic's messages to the
+/// channel's owner shard.
+fn start_cluster(
+    config: &ServeConfig,
+    inboxes: &[crate::shard::mesh::Inbox],
+) -> Result<Option<Arc<crate::cluster::Cluster>>, String> {
+    use crate::shard::mesh::{owner_of, ShardMsg};
+    if config.redis.is_empty() {
+        return Ok(None);
+    }
+    let settings = crate::cluster::Settings {
+        urls: config.redis.clone(),
+        prefix: config.cluster_name.clone(),
+        history_size: config.history_size,
+        history_ttl: config.history_ttl,
+    };
+    let to_owner = {
+        let inboxes = inboxes.to_vec();
+        move |channel: &Arc<str>, msg: ShardMsg| {
+            let _ = inboxes[owner_of(channel, inboxes.len())].send(msg);
+        }
+    };
+    let deliver = {
+        let to_owner = to_owner.clone();
+        Arc::new(move |channel: Arc<str>, remote| {
+            to_owner(&channel.clone(), ShardMsg::Remote { channel, remote })
+        })
+    };
+    let resumed = Arc::new(move |channel: Arc<str>| {
+        to_owner(&channel.clone(), ShardMsg::Resumed { channel })
+    });
+    let cluster = crate::cluster::Cluster::start(settings, deliver, resumed)?;
+    tracing::info!(
+        instances = config.redis.len(),
+        cluster = %config.cluster_name,
+        "cluster mode: channels, offsets and history live in Redis"
+    );
+    Ok(Some(cluster))
 }
 
 impl ServerHandle {

@@ -29,6 +29,8 @@ pub enum Miss {
     Trimmed,
     /// More than `--recovery-max` messages are missing.
     TooMany,
+    /// Cluster mode: Redis could not be read.
+    Unavailable,
 }
 
 impl Miss {
@@ -39,6 +41,7 @@ impl Miss {
             Miss::Ahead => "offset_ahead",
             Miss::Trimmed => "history_trimmed",
             Miss::TooMany => "over_recovery_max",
+            Miss::Unavailable => "engine_unavailable",
         }
     }
 }

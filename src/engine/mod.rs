@@ -17,6 +17,7 @@
 
 pub mod history;
 mod memory;
+pub mod mirror;
 mod shards;
 
 pub use memory::MemoryEngine;

@@ -43,6 +43,7 @@ fn refused(r: Refused) -> ApiError {
             retry_after_secs: 1,
         },
         Refused::ShuttingDown => ApiError::ShuttingDown,
+        Refused::Unavailable => ApiError::Unavailable,
     }
 }
 

@@ -60,7 +60,13 @@ async fn route(cell: Rc<RefCell<Shard>>, peer: SocketAddr, req: http::Request<In
         (s.shared.clone(), s.id)
     };
     match path {
-        "/healthz" => text(StatusCode::OK, "ok"),
+        // Cluster mode: 503 while Redis is unreachable, so balancers send new clients elsewhere.
+        "/healthz" => match &shared.cluster {
+            Some(c) if !c.is_healthy() => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable")
+            }
+            _ => text(StatusCode::OK, "ok"),
+        },
         "/metrics" => {
             let mut r = text(StatusCode::OK, shared.metrics.render());
             r.headers_mut().insert(

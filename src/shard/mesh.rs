@@ -129,6 +129,45 @@ pub enum ShardMsg {
         channel: Arc<str>,
         gather: Arc<Gather<Vec<Present>>>,
     },
+    /// Cluster mode, to the owner: a message of `channel` read from its Redis topic.
+    Remote {
+        channel: Arc<str>,
+        remote: crate::cluster::Remote,
+    },
+    /// Cluster mode, to the owner: the channel's topic is subscribed at `position`.
+    Subscribed {
+        channel: Arc<str>,
+        position: crate::cluster::Position,
+    },
+    /// Cluster mode, to the owner: the publish script ran (its offset), or Redis failed.
+    Published {
+        job: SequenceJob,
+        result: Result<crate::cluster::Position, crate::cluster::Unavailable>,
+    },
+    /// Cluster mode, to the owner: stored messages read from Redis, for `purpose`.
+    Ranged {
+        channel: Arc<str>,
+        purpose: RangeFor,
+        result: Result<crate::cluster::Range, crate::cluster::Unavailable>,
+    },
+    /// Cluster mode, to the owner: the topic was subscribed again after a lost connection.
+    Resumed { channel: Arc<str> },
+    /// Cluster mode, from the owner: `channel`'s stream cannot be continued (a gap Redis could
+    /// not fill, or Redis lost it): close its local subscribers with 4010.
+    Lost { channel: Arc<str> },
+}
+
+/// Why the owner read a range from Redis.
+pub enum RangeFor {
+    /// To fill a gap in the offsets it received.
+    Fill,
+    /// To answer a `Recover` of a connection of `shard`.
+    Recover {
+        shard: usize,
+        key: usize,
+        conn_id: u64,
+        since: crate::protocol::Since,
+    },
 }
 
 /// A channel's position and the frames a client missed, or why they cannot be replayed.
@@ -196,6 +235,9 @@ impl Drop for Permit {
 pub struct PublishBody {
     pub event_type: String,
     pub message_id: String,
+    /// The publisher named the message (a retry with the same id is not published twice in
+    /// cluster mode).
+    pub named: bool,
     /// Always a JSON object; kept parsed so client filters compare fields without re-parsing.
     pub data: Arc<Value>,
 }
@@ -220,8 +262,8 @@ pub struct ChannelMessage {
     pub published_at: Instant,
     pub results: Arc<PublishGather>,
     pub index: usize,
-    /// Held until the last shard drops the message.
-    pub _permit: Permit,
+    /// Held until the last shard drops the message (None: read from Redis, not admitted here).
+    pub _permit: Option<Permit>,
 }
 
 /// A broadcast (`user_id` None) or a message to every connection of one user.
@@ -263,6 +305,8 @@ pub struct PublishGather {
     recipients: Vec<AtomicU64>,
     pending: Vec<AtomicUsize>,
     remaining: AtomicUsize,
+    /// Some channel could not be stored (cluster mode: Redis unavailable).
+    failed: std::sync::atomic::AtomicBool,
     done: Mutex<Option<oneshot::Sender<()>>>,
 }
 
@@ -276,6 +320,7 @@ impl PublishGather {
             recipients: (0..n).map(|_| AtomicU64::new(0)).collect(),
             pending: (0..n).map(|_| AtomicUsize::new(1)).collect(),
             remaining: AtomicUsize::new(n),
+            failed: std::sync::atomic::AtomicBool::new(false),
             channels,
             done: Mutex::new(Some(tx)),
         };
@@ -298,6 +343,22 @@ impl PublishGather {
         {
             complete(&self.done);
         }
+    }
+
+    /// Channel `index` was not stored: the publish answers `unavailable` (cluster mode).
+    pub fn fail(&self, index: usize) {
+        self.failed.store(true, Ordering::Release);
+        self.report(index, 0);
+    }
+
+    /// Whether some channel was not stored.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Recipients counted so far for channel `index` (all of them once it completed).
+    pub fn recipients(&self, index: usize) -> u64 {
+        self.recipients[index].load(Ordering::Relaxed)
     }
 
     /// The answer, once the receiver returned by `new` has fired.

@@ -16,6 +16,7 @@
 //!   of all connections).
 
 mod channels;
+mod cluster;
 mod conn;
 pub mod driver;
 pub mod listener;
@@ -135,6 +136,10 @@ pub struct Shard {
     slow: Vec<usize>,
     /// Other shards a message being sequenced goes to (reused buffer).
     targets: Vec<usize>,
+    /// Cluster mode: the owned channels followed in Redis, and topics to let go, by deadline.
+    follows: HashMap<Arc<str>, cluster::Follow>,
+    releases: std::collections::VecDeque<(Instant, Arc<str>)>,
+    refills: std::collections::VecDeque<(Instant, Arc<str>)>,
     scratch: Vec<u8>,
     next_seq: u64,
     draining: bool,
@@ -238,6 +243,9 @@ impl Shard {
                 dirty: Vec::new(),
                 slow: Vec::new(),
                 targets: Vec::new(),
+                follows: HashMap::new(),
+                releases: std::collections::VecDeque::new(),
+                refills: std::collections::VecDeque::new(),
                 scratch: vec![0; SCRATCH],
                 next_seq: 0,
                 draining: false,
@@ -674,6 +682,7 @@ impl Shard {
     /// owned channels idle for `--history-ttl`.
     pub fn on_tick(&mut self, now: Instant) {
         self.engine.handle_timeout(now);
+        self.release_follows(now);
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(now, &mut expired);
         let cfg = self.liveness;
@@ -722,6 +731,9 @@ impl Shard {
                 let n = self.fan_out(&m);
                 m.results.report(m.index, n);
             }
+            ShardMsg::Interest { channel, shard, on } if self.shared.cluster.is_some() => {
+                self.cluster_interest(channel, shard, on)
+            }
             ShardMsg::Interest { channel, shard, on } => {
                 let pos = self
                     .engine
@@ -755,6 +767,21 @@ impl Shard {
                 key,
                 conn_id,
                 since,
+            } if self.shared.cluster.is_some() => {
+                let req = cluster::RecoverReq {
+                    shard,
+                    key,
+                    conn_id,
+                    since,
+                };
+                self.cluster_recover(channel, req)
+            }
+            ShardMsg::Recover {
+                channel,
+                shard,
+                key,
+                conn_id,
+                since,
             } => self.on_recover(channel, shard, key, conn_id, since),
             ShardMsg::Recovered {
                 channel,
@@ -776,11 +803,24 @@ impl Shard {
                 let _ = reply.send(self.history_page(&channel, since, limit));
             }
             ShardMsg::Presence { channel, gather } => gather.report(self.present(&channel)),
+            ShardMsg::Remote { channel, remote } => self.on_remote(channel, remote),
+            ShardMsg::Subscribed { channel, position } => self.on_subscribed(channel, position),
+            ShardMsg::Published { job, result } => self.on_published(job, result),
+            ShardMsg::Ranged {
+                channel,
+                purpose,
+                result,
+            } => self.on_ranged(channel, purpose, result),
+            ShardMsg::Resumed { channel } => self.on_resumed(channel),
+            ShardMsg::Lost { channel } => self.on_lost(&channel),
         }
     }
 
     /// Owner side of a publish: next offset, encode once, hand to the interested shards in order.
     fn sequence(&mut self, job: SequenceJob) {
+        if let Some(cluster) = self.shared.cluster.clone() {
+            return self.cluster_sequence(&cluster, job);
+        }
         let now = Instant::now();
         let mut targets = std::mem::take(&mut self.targets);
         let (pos, interest) = self.engine.append(&job.channel, now);
@@ -812,7 +852,7 @@ impl Shard {
             published_at: now,
             results: job.results,
             index: job.index,
-            _permit: job.permit,
+            _permit: Some(job.permit),
         });
         for &shard in &targets {
             if self.shared.inboxes[shard]
@@ -984,7 +1024,8 @@ impl Shard {
             return v.acked;
         }
         let owner = owner_of(channel, self.shared.inboxes.len());
-        if owner == self.id {
+        // Cluster mode: the owner's own interest goes through its inbox like any shard's.
+        if owner == self.id && self.shared.cluster.is_none() {
             let pos = self
                 .engine
                 .set_interest(channel, self.id, true, Instant::now());
@@ -1017,7 +1058,7 @@ impl Shard {
         }
         self.views.remove(channel);
         let owner = owner_of(channel, self.shared.inboxes.len());
-        if owner == self.id {
+        if owner == self.id && self.shared.cluster.is_none() {
             self.engine
                 .set_interest(channel, self.id, false, Instant::now());
         } else {

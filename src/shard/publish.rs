@@ -30,6 +30,8 @@ pub enum Refused {
     Overloaded,
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("the Redis engine is unavailable; retry with the same message_id")]
+    Unavailable,
 }
 
 /// An admitted publish, split into one job per channel for the shard that owns it.
@@ -58,6 +60,7 @@ pub fn admit(shared: &Shared, req: PublishRequest) -> Result<Prepared, Refused> 
     let (results, done) = PublishGather::new(channels.clone());
     let body = Arc::new(PublishBody {
         event_type: req.event_type,
+        named: req.message_id.is_some(),
         message_id: req.message_id.unwrap_or_else(new_message_id),
         data: Arc::new(Value::Object(req.data)),
     });
@@ -99,8 +102,12 @@ pub async fn publish(
     for (owner, job) in p.jobs {
         send_job(shared, owner, job);
     }
-    // Admitted: the answer is the offsets, however long the owners take.
+    // Admitted: the answer is the offsets, however long the owners take (in cluster mode
+    // Redis answers or fails within `cluster::TIMEOUT`).
     let _ = p.done.await;
+    if p.results.failed() {
+        return Err(Refused::Unavailable);
+    }
     Ok(p.results.results())
 }
 
@@ -180,6 +187,9 @@ pub async fn history(
     since: u64,
     limit: usize,
 ) -> Result<HistoryPage, Refused> {
+    if let Some(cluster) = &shared.cluster {
+        return cluster_history(cluster, stream, since, limit).await;
+    }
     let owner = owner_of(&stream, shared.inboxes.len());
     let (reply, answer) = oneshot::channel();
     let msg = ShardMsg::History {
@@ -194,6 +204,32 @@ pub async fn history(
     match tokio::time::timeout(SNAPSHOT_TIMEOUT, answer).await {
         Ok(Ok(page)) => Ok(page),
         _ => Err(Refused::ShuttingDown),
+    }
+}
+
+/// `/api/history` from Redis: any node answers for every channel.
+async fn cluster_history(
+    cluster: &crate::cluster::Cluster,
+    stream: Arc<str>,
+    since: u64,
+    limit: usize,
+) -> Result<HistoryPage, Refused> {
+    let (tx, rx) = oneshot::channel();
+    cluster.send(crate::cluster::Request::Range {
+        channel: stream,
+        since,
+        limit,
+        reply: Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    });
+    match rx.await {
+        Ok(Ok(r)) => Ok(HistoryPage {
+            offset: r.position.offset,
+            epoch: r.position.epoch,
+            frames: r.frames.into_iter().map(|(_, f)| f).collect(),
+        }),
+        _ => Err(Refused::Unavailable),
     }
 }
 

@@ -73,6 +73,7 @@ impl Shard {
                 let code = match e {
                     publish::Refused::Overloaded => ErrorCode::Overloaded,
                     publish::Refused::ShuttingDown => ErrorCode::InvalidMessage,
+                    publish::Refused::Unavailable => ErrorCode::Unavailable,
                 };
                 self.reply_error(key, code, e.to_string(), message_id.as_deref());
                 return;
@@ -108,8 +109,18 @@ impl Shard {
                 c.publish_paused = false;
                 c.io.wake.notify_one();
             }
-            let data = json!({ "results": results.results() });
-            shard.reply(key, "publish", message_id.as_deref(), &data);
+            if results.failed() {
+                let e = publish::Refused::Unavailable;
+                shard.reply_error(
+                    key,
+                    ErrorCode::Unavailable,
+                    e.to_string(),
+                    message_id.as_deref(),
+                );
+            } else {
+                let data = json!({ "results": results.results() });
+                shard.reply(key, "publish", message_id.as_deref(), &data);
+            }
             shard.flush_dirty();
         });
     }

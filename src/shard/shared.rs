@@ -35,6 +35,8 @@ pub struct Shared {
     pub policy: Policy,
     /// `--presence-channels` (PROTOCOL.md §10).
     pub presence: Vec<Pattern>,
+    /// Cluster mode (`--redis`): the Redis engine; None runs the embedded engine.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
@@ -69,6 +71,7 @@ impl Shared {
             inboxes,
             users: UserIndex::default(),
             shutdown: Shutdown::new(n),
+            cluster: None,
         })
     }
 

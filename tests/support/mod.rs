@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod redis;
 pub mod tokens;
 
 pub const API_KEY: &str = "test-key";
@@ -114,6 +115,19 @@ impl Server {
         (c, ack)
     }
 
+    /// `connect` to a server known by its address (from a spawned task).
+    pub async fn connect_to(addr: SocketAddr, path: &str) -> (Client, Value) {
+        let url = format!("ws://{addr}{path}");
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let mut c = Client { ws };
+        let ack = c.recv_json().await;
+        assert_eq!(ack["event_type"], "connection_ack", "first message: {ack}");
+        (c, ack)
+    }
+
     /// Connects without reading anything.
     pub async fn connect_raw(&self, path: &str) -> Client {
         let (ws, _) =
@@ -195,6 +209,12 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process at once (SIGKILL): nothing is flushed or answered.
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM.

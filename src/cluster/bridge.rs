@@ -1,0 +1,450 @@
+//! The bridge thread: a current-thread tokio runtime with, per Redis instance, a command loop
+//! (requests batched into one pipeline per round trip, answered in order), a pub/sub reader,
+//! and a health check.
+//!
+//! Order: a batch's publishes run in the order the owners sent them, and the next batch starts
+//! only after the previous one is answered, so one owner's publishes of a channel are assigned
+//! offsets in the order it asked. A subscription is confirmed by Redis before the channel's
+//! position is read, so every message above that position reaches the topic reader.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::Value;
+use tokio::sync::mpsc;
+use tokio::task::{spawn_local, LocalSet};
+
+use super::wire::{self, Keys};
+use super::{Deliver, Position, Range, Remote, Reply, Request, Resumed, Settings, TIMEOUT};
+
+/// Requests taken into one pipeline at most.
+const BATCH: usize = 256;
+/// A channel's meta hash (offset, epoch) outlives its history by this much at least, so a quiet
+/// channel keeps its epoch; past it the channel starts over at a new epoch.
+const META_TTL: Duration = Duration::from_secs(24 * 3600);
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+const RETRY: Duration = Duration::from_millis(250);
+
+/// What the bridge thread needs of one instance.
+pub struct InstanceEnd {
+    pub client: redis::Client,
+    pub requests: mpsc::UnboundedReceiver<Request>,
+    pub healthy: Arc<AtomicBool>,
+    /// The URL without password, for logs.
+    pub name: String,
+}
+
+pub fn spawn(
+    settings: Settings,
+    ends: Vec<InstanceEnd>,
+    deliver: Deliver,
+    resumed: Resumed,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("huddle-redis".into())
+        .spawn(move || {
+            let local = LocalSet::new();
+            local.block_on(&rt, async move {
+                for end in ends {
+                    spawn_local(run_instance(
+                        settings.clone(),
+                        end,
+                        deliver.clone(),
+                        resumed.clone(),
+                    ));
+                }
+                std::future::pending::<()>().await
+            })
+        })?;
+    Ok(())
+}
+
+/// The topics an instance should be subscribed to, the live sink, and subscribe replies
+/// waiting for a pub/sub connection.
+#[derive(Default)]
+struct Topics {
+    wanted: HashSet<Arc<str>>,
+    sink: Option<PubSubSink>,
+    waiting: HashMap<Arc<str>, Vec<Reply<Position>>>,
+}
+
+struct Ctx {
+    settings: Settings,
+    conn: ConnectionManager,
+    publish: redis::Script,
+    range: redis::Script,
+    topics: RefCell<Topics>,
+    healthy: Arc<AtomicBool>,
+    name: String,
+}
+
+async fn run_instance(settings: Settings, end: InstanceEnd, deliver: Deliver, resumed: Resumed) {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    let conn = match ConnectionManager::new_lazy_with_config(end.client.clone(), config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(redis = %end.name, "cannot set up the Redis connection: {e}");
+            return;
+        }
+    };
+    let ctx = Rc::new(Ctx {
+        settings,
+        conn,
+        publish: redis::Script::new(super::scripts::PUBLISH),
+        range: redis::Script::new(super::scripts::RANGE),
+        topics: RefCell::new(Topics::default()),
+        healthy: end.healthy,
+        name: end.name,
+    });
+    spawn_local(health_loop(ctx.clone()));
+    spawn_local(topic_loop(ctx.clone(), end.client, deliver, resumed));
+    command_loop(ctx, end.requests).await;
+}
+
+/// `PING` every second; the instance is healthy while it answers within [`TIMEOUT`].
+async fn health_loop(ctx: Rc<Ctx>) {
+    loop {
+        let mut conn = ctx.conn.clone();
+        let ok = matches!(
+            tokio::time::timeout(TIMEOUT, redis::cmd("PING").query_async::<String>(&mut conn))
+                .await,
+            Ok(Ok(_))
+        );
+        let was = ctx.healthy.swap(ok, Ordering::AcqRel);
+        if was != ok {
+            if ok {
+                tracing::info!(redis = %ctx.name, "Redis is available");
+            } else {
+                tracing::warn!(redis = %ctx.name, "Redis is unavailable: publishes answer 503");
+            }
+        }
+        tokio::time::sleep(HEALTH_EVERY).await;
+    }
+}
+
+/// Keeps one pub/sub connection up, (re)subscribes every wanted topic on it, and hands each
+/// message to `deliver`. After a reconnect every resubscribed channel is reported to `resumed`.
+async fn topic_loop(ctx: Rc<Ctx>, client: redis::Client, deliver: Deliver, resumed: Resumed) {
+    let prefix = ctx.settings.prefix.clone();
+    let mut reconnect = false;
+    loop {
+        let pubsub = match tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let wanted: Vec<Arc<str>> = ctx.topics.borrow().wanted.iter().cloned().collect();
+        if !wanted.is_empty() {
+            let names: Vec<String> = wanted.iter().map(|c| wire::topic(&prefix, c)).collect();
+            if !matches!(
+                tokio::time::timeout(TIMEOUT, sink.subscribe(&names)).await,
+                Ok(Ok(()))
+            ) {
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        }
+        let waiting = {
+            let mut t = ctx.topics.borrow_mut();
+            t.sink = Some(sink.clone());
+            std::mem::take(&mut t.waiting)
+        };
+        if reconnect {
+            tracing::info!(redis = %ctx.name, topics = wanted.len(), "resubscribed");
+            for c in &wanted {
+                resumed(c.clone());
+            }
+        }
+        for (channel, replies) in waiting {
+            spawn_local(subscribe(ctx.clone(), channel, replies));
+        }
+        reconnect = true;
+        while let Some(msg) = stream.next().await {
+            let Some(channel) = wire::channel_of_topic(&prefix, msg.get_channel_name()) else {
+                continue;
+            };
+            let Some(p) = wire::parse_payload(msg.get_payload_bytes()) else {
+                tracing::warn!(redis = %ctx.name, "unreadable message on a huddle topic");
+                continue;
+            };
+            let remote = Remote {
+                offset: p.offset,
+                epoch: Arc::from(p.epoch),
+                frame: crate::codec::text_frame(p.json),
+            };
+            deliver(Arc::from(channel), remote);
+        }
+        ctx.topics.borrow_mut().sink = None;
+        tracing::warn!(redis = %ctx.name, "pub/sub connection lost; reconnecting");
+    }
+}
+
+/// Subscribes `channel`'s topic (confirmed by Redis), then reads its position, and answers.
+/// Without a pub/sub connection the replies wait for the next one.
+async fn subscribe(ctx: Rc<Ctx>, channel: Arc<str>, mut replies: Vec<Reply<Position>>) {
+    let sink = ctx.topics.borrow().sink.clone();
+    let subscribed = match sink {
+        Some(mut s) => matches!(
+            tokio::time::timeout(
+                TIMEOUT,
+                s.subscribe(wire::topic(&ctx.settings.prefix, &channel))
+            )
+            .await,
+            Ok(Ok(()))
+        ),
+        None => false,
+    };
+    if subscribed {
+        loop {
+            match range(&ctx, &channel, 0, 0).await {
+                Ok(r) => {
+                    for reply in replies.drain(..) {
+                        reply(Ok(r.position.clone()));
+                    }
+                    return;
+                }
+                Err(()) => tokio::time::sleep(RETRY).await,
+            }
+            if !ctx.topics.borrow().wanted.contains(&channel) {
+                break;
+            }
+        }
+    }
+    // Answered when a pub/sub connection is up again (the topic loop resubscribes it).
+    ctx.topics
+        .borrow_mut()
+        .waiting
+        .entry(channel)
+        .or_default()
+        .append(&mut replies);
+}
+
+/// Runs one request at a time for subscriptions, and batches publishes and ranges into one
+/// pipeline per round trip.
+async fn command_loop(ctx: Rc<Ctx>, mut requests: mpsc::UnboundedReceiver<Request>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while requests.recv_many(&mut batch, BATCH).await > 0 {
+        let mut work = Vec::with_capacity(batch.len());
+        for req in batch.drain(..) {
+            match req {
+                Request::Subscribe { channel, reply } => {
+                    ctx.topics.borrow_mut().wanted.insert(channel.clone());
+                    spawn_local(subscribe(ctx.clone(), channel, vec![reply]));
+                }
+                Request::Unsubscribe { channel } => {
+                    let sink = {
+                        let mut t = ctx.topics.borrow_mut();
+                        t.wanted.remove(&channel);
+                        t.waiting.remove(&channel);
+                        t.sink.clone()
+                    };
+                    if let Some(mut s) = sink {
+                        let topic = wire::topic(&ctx.settings.prefix, &channel);
+                        spawn_local(async move {
+                            let _ = tokio::time::timeout(TIMEOUT, s.unsubscribe(topic)).await;
+                        });
+                    }
+                }
+                other => work.push(other),
+            }
+        }
+        if !work.is_empty() {
+            run_batch(&ctx, work).await;
+        }
+    }
+}
+
+/// One pipeline of publishes and ranges; every request is answered, in order.
+async fn run_batch(ctx: &Ctx, work: Vec<Request>) {
+    let mut answers = pipeline(ctx, &work).await;
+    if answers.as_ref().is_ok_and(|a| a.iter().any(is_noscript)) {
+        // Redis restarted or flushed its scripts: load them and run the batch again (a
+        // NOSCRIPT entry did not run, and all entries use the same two scripts).
+        let mut conn = ctx.conn.clone();
+        for s in [&ctx.publish, &ctx.range] {
+            let _ = tokio::time::timeout(TIMEOUT, s.prepare_invoke().load_async(&mut conn)).await;
+        }
+        answers = pipeline(ctx, &work).await;
+    }
+    let answers = answers.unwrap_or_default();
+    let mut answers = answers.into_iter();
+    for req in work {
+        let v = answers.next();
+        match req {
+            Request::Publish { reply, .. } => {
+                reply(v.and_then(read_published).ok_or(super::Unavailable))
+            }
+            Request::Range { reply, .. } => reply(v.and_then(read_range).ok_or(super::Unavailable)),
+            other => other.fail(),
+        }
+    }
+}
+
+async fn pipeline(ctx: &Ctx, work: &[Request]) -> Result<Vec<Value>, ()> {
+    let s = &ctx.settings;
+    let ttl_ms = s.history_ttl.as_millis().to_string();
+    let meta_ms = META_TTL.max(s.history_ttl * 2).as_millis().to_string();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for req in work {
+        match req {
+            Request::Publish {
+                channel,
+                prefix,
+                suffix,
+                message_id,
+                ..
+            } => {
+                let keys = Keys::new(&s.prefix, channel);
+                let idem = Keys::idem(&s.prefix, channel, message_id.as_deref().unwrap_or(""));
+                pipe.cmd("EVALSHA")
+                    .arg(ctx.publish.get_hash())
+                    .arg(3)
+                    .arg(&keys.meta)
+                    .arg(&keys.stream)
+                    .arg(&idem)
+                    .arg(&keys.topic)
+                    .arg(&prefix[..])
+                    .arg(&suffix[..])
+                    .arg(s.history_size)
+                    .arg(&ttl_ms)
+                    .arg(ulid::Ulid::new().to_string())
+                    .arg(if message_id.is_some() { "1" } else { "0" })
+                    .arg(&meta_ms);
+            }
+            Request::Range {
+                channel,
+                since,
+                limit,
+                ..
+            } => {
+                let keys = Keys::new(&s.prefix, channel);
+                pipe.cmd("EVALSHA")
+                    .arg(ctx.range.get_hash())
+                    .arg(2)
+                    .arg(&keys.meta)
+                    .arg(&keys.stream)
+                    .arg(*since)
+                    .arg(*limit)
+                    .arg(ulid::Ulid::new().to_string())
+                    .arg(&meta_ms);
+            }
+            _ => {}
+        }
+    }
+    let mut conn = ctx.conn.clone();
+    match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<Value>>(&mut conn)).await {
+        Ok(Ok(v)) if v.len() == work.len() => Ok(v),
+        Ok(Ok(_)) => Err(()),
+        Ok(Err(e)) => {
+            tracing::warn!(redis = %ctx.name, "Redis request failed: {e}");
+            Err(())
+        }
+        Err(_) => {
+            tracing::warn!(redis = %ctx.name, "Redis did not answer within {TIMEOUT:?}");
+            Err(())
+        }
+    }
+}
+
+/// The position and nothing else (`limit` 0), or the range after `since`.
+async fn range(ctx: &Ctx, channel: &Arc<str>, since: u64, limit: usize) -> Result<Range, ()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let req = Request::Range {
+        channel: channel.clone(),
+        since,
+        limit,
+        reply: Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    };
+    run_batch(ctx, vec![req]).await;
+    match rx.await {
+        Ok(Ok(r)) => Ok(r),
+        _ => Err(()),
+    }
+}
+
+fn is_noscript(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// `{offset, epoch}` or `{"dup", "<offset> <epoch>"}`.
+fn read_published(v: Value) -> Option<Position> {
+    let Value::Array(items) = v else {
+        return None;
+    };
+    let (a, b) = (items.first()?, items.get(1)?);
+    if text(a) == Some(&b"dup"[..]) {
+        let s = std::str::from_utf8(text(b)?).ok()?;
+        let (o, e) = s.split_once(' ')?;
+        return Some(Position {
+            offset: o.parse().ok()?,
+            epoch: Arc::from(e),
+        });
+    }
+    Some(Position {
+        offset: int(a)?,
+        epoch: Arc::from(std::str::from_utf8(text(b)?).ok()?),
+    })
+}
+
+/// `{offset, epoch, first, {id, json, …}}`.
+fn read_range(v: Value) -> Option<Range> {
+    let Value::Array(items) = v else {
+        return None;
+    };
+    let position = Position {
+        offset: int(items.first()?)?,
+        epoch: Arc::from(std::str::from_utf8(text(items.get(1)?)?).ok()?),
+    };
+    let first = int(items.get(2)?)?;
+    let mut frames = Vec::new();
+    if let Some(Value::Array(entries)) = items.get(3) {
+        for pair in entries.chunks(2) {
+            let [id, json] = pair else {
+                return None;
+            };
+            let offset = wire::offset_of_id(text(id)?)?;
+            frames.push((offset, crate::codec::text_frame(text(json)?)));
+        }
+    }
+    Some(Range {
+        position,
+        first,
+        frames,
+    })
+}

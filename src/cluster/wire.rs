@@ -1,0 +1,155 @@
+//! What huddle keeps in Redis and how it reads it back: key names, the pub/sub payload, and the
+//! split of a message's JSON around its offset (which only Redis knows when the script runs).
+//!
+//! Keys of channel `c` under `--cluster-name` `p` (the name is a key prefix):
+//! - `p:meta:{c}`: hash `o` (last offset), `e` (epoch);
+//! - `p:stream:{c}`: stream of `d` (the message JSON), entry id `<offset>-0`;
+//! - `p:idem:{c}:<message_id>`: `"<offset> <epoch>"`, for a publisher's retry;
+//! - `p:ch:{c}`: the pub/sub topic; a payload is `"<offset> <epoch> <json>"`.
+//!
+//! The braces make `{c}` the Redis Cluster hash tag, so one channel's keys stay on one slot.
+
+use bytes::Bytes;
+
+/// The keys and topic of one channel.
+pub struct Keys {
+    pub meta: String,
+    pub stream: String,
+    pub topic: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, channel: &str) -> Keys {
+        Keys {
+            meta: format!("{prefix}:meta:{{{channel}}}"),
+            stream: format!("{prefix}:stream:{{{channel}}}"),
+            topic: topic(prefix, channel),
+        }
+    }
+
+    pub fn idem(prefix: &str, channel: &str, message_id: &str) -> String {
+        format!("{prefix}:idem:{{{channel}}}:{message_id}")
+    }
+}
+
+/// The pub/sub topic of `channel`.
+pub fn topic(prefix: &str, channel: &str) -> String {
+    format!("{prefix}:ch:{{{channel}}}")
+}
+
+/// The channel a topic belongs to, if it is one of ours.
+pub fn channel_of_topic<'a>(prefix: &str, topic: &'a str) -> Option<&'a str> {
+    topic
+        .strip_prefix(prefix)?
+        .strip_prefix(":ch:{")?
+        .strip_suffix('}')
+}
+
+/// A channel message as a node receives it from the topic.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Payload<'a> {
+    pub offset: u64,
+    pub epoch: &'a str,
+    pub json: &'a [u8],
+}
+
+/// Reads `"<offset> <epoch> <json>"`; None if it is not that shape.
+pub fn parse_payload(raw: &[u8]) -> Option<Payload<'_>> {
+    let sp = raw.iter().position(|&b| b == b' ')?;
+    let offset = std::str::from_utf8(&raw[..sp]).ok()?.parse().ok()?;
+    let rest = &raw[sp + 1..];
+    let sp = rest.iter().position(|&b| b == b' ')?;
+    let epoch = std::str::from_utf8(&rest[..sp]).ok()?;
+    if epoch.is_empty() || offset == 0 {
+        return None;
+    }
+    Some(Payload {
+        offset,
+        epoch,
+        json: &rest[sp + 1..],
+    })
+}
+
+/// The placeholder the encoder writes where the offset goes; no real offset is this large.
+const PLACEHOLDER: &str = "18446744073709551615";
+
+/// Splits a message encoded with offset `u64::MAX` around that offset: the script writes
+/// `prefix .. offset .. suffix`. The first occurrence is the field: it follows `event_type` and
+/// `channel`, whose characters are validated and cannot contain it.
+pub fn split_at_offset(json: &[u8]) -> Option<(Bytes, Bytes)> {
+    let needle = format!("\"offset\":{PLACEHOLDER}");
+    let at = json
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())?;
+    let cut = at + needle.len() - PLACEHOLDER.len();
+    Some((
+        Bytes::copy_from_slice(&json[..cut]),
+        Bytes::copy_from_slice(&json[cut + PLACEHOLDER.len()..]),
+    ))
+}
+
+/// The offset of a stream entry id `"<offset>-0"`.
+pub fn offset_of_id(id: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(id).ok()?;
+    s.strip_suffix("-0")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_channel_hash_tag() {
+        let k = Keys::new("huddle", "odds_7");
+        assert_eq!(k.meta, "huddle:meta:{odds_7}");
+        assert_eq!(k.stream, "huddle:stream:{odds_7}");
+        assert_eq!(k.topic, "huddle:ch:{odds_7}");
+        assert_eq!(
+            Keys::idem("huddle", "odds_7", "m1"),
+            "huddle:idem:{odds_7}:m1"
+        );
+        assert_eq!(channel_of_topic("huddle", &k.topic), Some("odds_7"));
+        assert_eq!(channel_of_topic("other", &k.topic), None);
+        assert_eq!(channel_of_topic("huddle", "huddle:meta:{x}"), None);
+    }
+
+    #[test]
+    fn payload_round_trip_and_refusals() {
+        let p = parse_payload(b"42 01ABC {\"a\": 1}").expect("parses");
+        assert_eq!(
+            p,
+            Payload {
+                offset: 42,
+                epoch: "01ABC",
+                json: b"{\"a\": 1}"
+            }
+        );
+        for bad in [&b""[..], b"42", b"42 E", b"x E {}", b"0 E {}", b"42  {}"] {
+            assert_eq!(
+                parse_payload(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn split_puts_the_offset_back_where_it_was() {
+        let json = br#"{"event_type":"tick","channel":"c","offset":18446744073709551615,"data":{"offset":18446744073709551615}}"#;
+        let (a, b) = split_at_offset(json).expect("found");
+        let joined = [&a[..], b"7", &b[..]].concat();
+        assert_eq!(
+            joined,
+            br#"{"event_type":"tick","channel":"c","offset":7,"data":{"offset":18446744073709551615}}"#
+        );
+        assert!(split_at_offset(br#"{"offset":1}"#).is_none());
+    }
+
+    #[test]
+    fn stream_ids() {
+        assert_eq!(offset_of_id(b"17-0"), Some(17));
+        assert_eq!(offset_of_id(b"17-1"), None);
+        assert_eq!(offset_of_id(b"x-0"), None);
+    }
+}

@@ -1,0 +1,336 @@
+//! Several nodes over a real Redis (PROTOCOL.md §12): every test starts its own `redis-server`
+//! on a free port and three huddle nodes pointing at it.
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::redis::Redis;
+use support::{Client, Server, API_KEY, WAIT};
+
+/// A node of the cluster on `redis`, ready (its `/healthz` answers 200: Redis reached).
+async fn node(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["--redis", url.as_str()];
+    args.extend_from_slice(extra);
+    let s = Server::start(&args);
+    wait_health(&s, 200).await;
+    s
+}
+
+async fn wait_health(s: &Server, want: u16) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let r = s.get("/healthz").await;
+        if r.status == want {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "/healthz stayed {} ({})",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn publish(s: &Server, channel: &str, body: Value) -> (u16, Value) {
+    let mut req = json!({"channel": channel, "event_type": "tick", "data": body});
+    if let Some(id) = req["data"]["id"].as_str().map(str::to_owned) {
+        req["message_id"] = json!(id);
+    }
+    let r = s.post("/api/publish", &req).await;
+    (r.status, r.json())
+}
+
+async fn subscribe_since(c: &mut Client, channel: &str, offset: u64, epoch: &str) -> Value {
+    c.send_json(&json!({"event_type":"user_subscription","message_id":"r",
+        "data":{"channel":channel,"since":{"offset":offset,"epoch":epoch}}}))
+        .await;
+    let r = c.next_json().await;
+    assert_eq!(r["reply_to"], "r", "{r}");
+    r
+}
+
+/// Topics Redis has subscribers for.
+fn topics(redis: &Redis) -> HashSet<String> {
+    redis
+        .command(&["PUBSUB", "CHANNELS", "*"])
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test]
+async fn publishers_on_every_node_reach_subscribers_on_every_node_in_one_order() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes = [
+        node(&redis, &[]).await,
+        node(&redis, &[]).await,
+        node(&redis, &[]).await,
+    ];
+    let mut subs = Vec::new();
+    for n in &nodes {
+        let (mut c, _) = n.connect("/ws").await;
+        let r = c.subscribe("odds").await;
+        assert_eq!(r["data"]["offset"], 0, "{r}");
+        subs.push(c);
+    }
+    const PER: u64 = 40;
+    let mut publishers = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let addr = n.addr;
+        publishers.push(tokio::spawn(async move {
+            let (mut p, _) =
+                support::Server::connect_to(addr, &format!("/ws?api_key={API_KEY}")).await;
+            let mut offsets = Vec::new();
+            for seq in 0..PER {
+                p.send_json(
+                    &json!({"event_type":"publish","message_id":format!("n{i}-{seq}"),
+                    "data":{"channel":"odds","event_type":"tick","data":{"node":i,"seq":seq}}}),
+                )
+                .await;
+                let r = p.next_json().await;
+                assert_eq!(r["event_type"], "publish", "{r}");
+                offsets.push(r["data"]["results"][0]["offset"].as_u64().expect("offset"));
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for p in publishers {
+        let offsets = p.await.expect("publisher");
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "one publisher's offsets grow: {offsets:?}"
+        );
+        all.extend(offsets);
+    }
+    all.sort_unstable();
+    let total = 3 * PER;
+    assert_eq!(
+        all,
+        (1..=total).collect::<Vec<_>>(),
+        "global offsets, none shared"
+    );
+    // Every subscriber on every node: offsets 1..=total in order, the same message at each.
+    let mut reference: Vec<Value> = Vec::new();
+    for (i, c) in subs.iter_mut().enumerate() {
+        for want in 1..=total {
+            let m = c.next_json().await;
+            assert_eq!(m["offset"], want, "node {i}: {m}");
+            if i == 0 {
+                reference.push(m["data"].clone());
+            } else {
+                assert_eq!(
+                    m["data"],
+                    reference[want as usize - 1],
+                    "node {i}, offset {want}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_recovers_on_another_node_after_its_node_was_killed() {
+    let Some(redis) = Redis::start() else { return };
+    let mut a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let c = node(&redis, &[]).await;
+    let (mut sub, _) = a.connect("/ws").await;
+    let r = sub.subscribe("scores").await;
+    let epoch = r["data"]["epoch"].as_str().expect("epoch").to_owned();
+    let (status, first) = publish(&b, "scores", json!({"n": 1})).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(sub.next_json().await["offset"], 1);
+    a.sigkill();
+    drop(sub);
+    let mut sent = Vec::new();
+    for n in 2..=6 {
+        let (status, r) = publish(&b, "scores", json!({"n": n})).await;
+        assert_eq!(status, 200, "{r}");
+        sent.push(r["results"][0]["offset"].as_u64().unwrap());
+    }
+    assert_eq!(sent, [2, 3, 4, 5, 6]);
+    // Back on another node, with the position it last saw.
+    let (mut again, _) = c.connect("/ws").await;
+    let reply = subscribe_since(&mut again, "scores", 1, &epoch).await;
+    assert_eq!(reply["data"]["recovered"], true, "{reply}");
+    assert_eq!(reply["data"]["offset"], 6, "{reply}");
+    for want in 2..=6u64 {
+        let m = again.next_json().await;
+        assert_eq!(
+            (m["offset"].as_u64(), m["data"]["n"].as_u64()),
+            (Some(want), Some(want)),
+            "{m}"
+        );
+    }
+    let (_, r) = publish(&b, "scores", json!({"n": 7})).await;
+    assert_eq!(r["results"][0]["offset"], 7);
+    assert_eq!(
+        again.next_json().await["offset"],
+        7,
+        "live follows the replay"
+    );
+    // A stale epoch is told plainly.
+    let (mut stale, _) = c.connect("/ws").await;
+    let reply = subscribe_since(&mut stale, "scores", 1, "01OLDEPOCH0000000000000000").await;
+    assert_eq!(reply["data"]["recovered"], false, "{reply}");
+    // /api/history answers from Redis on any node.
+    let h = c.get("/api/history/scores?since=4&limit=10").await;
+    assert_eq!(h.status, 200, "{}", h.text());
+    let h = h.json();
+    assert_eq!(h["epoch"], epoch.as_str(), "{h}");
+    let got: Vec<u64> = h["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [5, 6, 7], "{h}");
+}
+
+#[tokio::test]
+async fn a_node_holds_topics_only_for_channels_in_use() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let (mut c, _) = a.connect("/ws").await;
+    c.subscribe("lines").await;
+    let want = "huddle:ch:{lines}".to_owned();
+    assert!(topics(&redis).contains(&want), "{:?}", topics(&redis));
+    assert_eq!(
+        topics(&redis).len(),
+        1,
+        "only the channel in use: {:?}",
+        topics(&redis)
+    );
+    // A publish through a node without subscribers is delivered through the topic.
+    let (status, r) = publish(&b, "lines", json!({"n": 1})).await;
+    assert_eq!(
+        (status, r["results"][0]["recipients"].as_u64()),
+        (200, Some(0)),
+        "{r}"
+    );
+    assert_eq!(c.next_json().await["offset"], 1);
+    c.close(1000).await;
+    let t0 = Instant::now();
+    while topics(&redis).contains(&want) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "topic kept past 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_secs(4),
+        "released lazily, not at once: {:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn recipients_count_this_node_and_a_retried_message_id_is_published_once() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let (mut on_a, _) = a.connect("/ws").await;
+    on_a.subscribe("games").await;
+    let (mut on_a2, _) = a.connect("/ws").await;
+    on_a2.subscribe("games").await;
+    let (mut on_b, _) = b.connect("/ws").await;
+    on_b.subscribe("games").await;
+    let (status, r) = publish(&a, "games", json!({"id": "m-1"})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r["results"][0]["recipients"], 2,
+        "this node's subscribers: {r}"
+    );
+    let first = r["results"][0]["offset"].clone();
+    // The publisher retries (e.g. after a timeout): same offset, not delivered again.
+    let (status, again) = publish(&b, "games", json!({"id": "m-1"})).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["results"][0]["offset"], first, "{again}");
+    let (_, next) = publish(&b, "games", json!({"id": "m-2"})).await;
+    for c in [&mut on_a, &mut on_a2, &mut on_b] {
+        assert_eq!(c.next_json().await["offset"], first);
+        assert_eq!(
+            c.next_json().await["offset"],
+            next["results"][0]["offset"],
+            "no duplicate"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_paused_means_503_fast_and_connections_kept_then_recovers() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, &[]).await;
+    let (mut c, _) = a.connect("/ws").await;
+    let r = c.subscribe("odds").await;
+    let epoch = r["data"]["epoch"].as_str().unwrap().to_owned();
+    let (status, _) = publish(&a, "odds", json!({"n": 1})).await;
+    assert_eq!(status, 200);
+    assert_eq!(c.next_json().await["offset"], 1);
+
+    redis.pause();
+    let noticed = wait_health(&a, 503).await;
+    assert!(
+        noticed <= Duration::from_secs(4),
+        "noticed after {noticed:?}"
+    );
+    let t0 = Instant::now();
+    let (status, body) = publish(&a, "odds", json!({"n": 2})).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "answered in {:?}",
+        t0.elapsed()
+    );
+    // The connection is still served.
+    c.send_json(&json!({"event_type":"heartbeat","message_id":"hb"}))
+        .await;
+    assert_eq!(c.next_json().await["reply_to"], "hb");
+    // A recovery cannot be trusted now: it is refused, never partial.
+    let (mut late, _) = a.connect("/ws").await;
+    let reply = subscribe_since(&mut late, "odds", 0, &epoch).await;
+    assert_eq!(reply["data"]["recovered"], false, "{reply}");
+
+    redis.resume();
+    wait_health(&a, 200).await;
+    let (status, r) = publish(&a, "odds", json!({"n": 3})).await;
+    assert_eq!(status, 200, "{r}");
+    let m = c.next_json().await;
+    assert_eq!(
+        (m["offset"].clone(), m["data"]["n"].clone()),
+        (r["results"][0]["offset"].clone(), json!(3)),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_closes_subscribers_with_4010() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = node(&redis, &[]).await;
+    let (mut c, _) = a.connect("/ws").await;
+    let r = c.subscribe("odds").await;
+    let epoch = r["data"]["epoch"].as_str().unwrap().to_owned();
+    let (status, _) = publish(&a, "odds", json!({"n": 1})).await;
+    assert_eq!(status, 200);
+    assert_eq!(c.next_json().await["offset"], 1);
+
+    redis.restart_empty();
+    wait_health(&a, 200).await;
+    // The node resubscribes, finds the stream gone (new epoch) and tells the subscriber.
+    let (code, _) = c.recv_close().await;
+    assert_eq!(code, 4010);
+    let (mut back, _) = a.connect("/ws").await;
+    let reply = subscribe_since(&mut back, "odds", 1, &epoch).await;
+    assert_eq!(reply["data"]["recovered"], false, "{reply}");
+    assert_ne!(reply["data"]["epoch"], epoch.as_str(), "{reply}");
+}
