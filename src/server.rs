@@ -77,7 +77,29 @@ fn start_cluster(
     let resumed = Arc::new(move |channel: Arc<str>| {
         to_owner(&channel.clone(), ShardMsg::Resumed { channel })
     });
-    let cluster = crate::cluster::Cluster::start(settings, deliver, resumed)?;
+    let direct = {
+        let inboxes = inboxes.to_vec();
+        Arc::new(move |user_id: Option<String>, frame: bytes::Bytes| {
+            // Another node's message: delivered here, counted there.
+            let (recipients, _) = crate::shard::mesh::Gather::new(inboxes.len());
+            let msg = Arc::new(crate::shard::mesh::DirectMessage {
+                user_id,
+                frame,
+                published_at: Instant::now(),
+                recipients,
+                _permit: None,
+            });
+            for inbox in &inboxes {
+                let _ = inbox.send(ShardMsg::Direct(msg.clone()));
+            }
+        })
+    };
+    let callbacks = crate::cluster::Callbacks {
+        deliver,
+        resumed,
+        direct,
+    };
+    let cluster = crate::cluster::Cluster::start(settings, callbacks)?;
     tracing::info!(
         instances = config.redis.len(),
         cluster = %config.cluster_name,

@@ -201,11 +201,14 @@ async fn a_node_holds_topics_only_for_channels_in_use() {
     c.subscribe("lines").await;
     let want = "huddle:ch:{lines}".to_owned();
     assert!(topics(&redis).contains(&want), "{:?}", topics(&redis));
+    let channel_topics: Vec<String> = topics(&redis)
+        .into_iter()
+        .filter(|t| t.starts_with("huddle:ch:"))
+        .collect();
     assert_eq!(
-        topics(&redis).len(),
-        1,
-        "only the channel in use: {:?}",
-        topics(&redis)
+        channel_topics,
+        [want.clone()],
+        "only the channel in use (and the broadcast topic)"
     );
     // A publish through a node without subscribers is delivered through the topic.
     let (status, r) = publish(&b, "lines", json!({"n": 1})).await;
@@ -333,4 +336,78 @@ async fn redis_restarted_empty_closes_subscribers_with_4010() {
     let reply = subscribe_since(&mut back, "odds", 1, &epoch).await;
     assert_eq!(reply["data"]["recovered"], false, "{reply}");
     assert_ne!(reply["data"]["epoch"], epoch.as_str(), "{reply}");
+}
+
+/// Nodes subscribed to `topic` in Redis.
+fn numsub(redis: &Redis, topic: &str) -> u64 {
+    let r = redis.command(&["PUBSUB", "NUMSUB", topic]);
+    r.get(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+async fn wait_numsub(redis: &Redis, topic: &str, want: u64) {
+    let t0 = Instant::now();
+    while numsub(redis, topic) != want {
+        assert!(
+            t0.elapsed() < WAIT,
+            "{topic}: {} nodes, want {want}",
+            numsub(redis, topic)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn send_and_broadcast_reach_connections_on_every_node() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let (mut u1_a, ack_a) = a.connect("/ws?user_id=u1").await;
+    let (mut u1_b, ack_b) = b.connect("/ws?user_id=u1").await;
+    let (mut u2_b, _) = b.connect("/ws?user_id=u2").await;
+    let (ida, idb) = (
+        ack_a["data"]["connection_id"].as_str().unwrap().to_owned(),
+        ack_b["data"]["connection_id"].as_str().unwrap().to_owned(),
+    );
+    assert_ne!(
+        ida.split('.').next(),
+        idb.split('.').next(),
+        "node ids differ: {ida} {idb}"
+    );
+    // Each node follows the users it has.
+    wait_numsub(&redis, "huddle:user:{u1}", 2).await;
+    wait_numsub(&redis, "huddle:user:{u2}", 1).await;
+
+    let body = json!({"user_id": "u1", "event_type": "notification",
+        "data": {"message": "bet settled", "level": "info"}});
+    let r = a.post("/api/send", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["recipients"], 1, "this node's connections of u1");
+    for c in [&mut u1_a, &mut u1_b] {
+        let m = c.next_json().await;
+        assert_eq!(
+            (m["event_type"].as_str(), m["data"]["message"].as_str()),
+            (Some("notification"), Some("bet settled")),
+            "{m}"
+        );
+    }
+    let r = b
+        .post(
+            "/api/broadcast",
+            &json!({"event_type": "notification",
+            "data": {"message": "maintenance", "level": "warning"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["recipients"], 2, "{}", r.text());
+    for c in [&mut u1_a, &mut u1_b, &mut u2_b] {
+        let m = c.next_json().await;
+        assert_eq!(
+            m["data"]["message"], "maintenance",
+            "exactly once, no other before: {m}"
+        );
+    }
+    // u2 got nothing of u1's message: the broadcast was its next message (checked above).
+    // The last connection of a user gone: the node lets go of the user's topic.
+    u2_b.close(1000).await;
+    wait_numsub(&redis, "huddle:user:{u2}", 0).await;
 }

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::{spawn_local, LocalSet};
 
 use super::wire::{self, Keys};
-use super::{Deliver, Position, Range, Remote, Reply, Request, Resumed, Settings, TIMEOUT};
+use super::{Callbacks, Position, Range, Remote, Reply, Request, Settings, TIMEOUT};
 
 /// Requests taken into one pipeline at most.
 const BATCH: usize = 256;
@@ -42,9 +42,9 @@ pub struct InstanceEnd {
 
 pub fn spawn(
     settings: Settings,
+    node_id: Arc<str>,
     ends: Vec<InstanceEnd>,
-    deliver: Deliver,
-    resumed: Resumed,
+    callbacks: Callbacks,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -57,9 +57,9 @@ pub fn spawn(
                 for end in ends {
                     spawn_local(run_instance(
                         settings.clone(),
+                        node_id.clone(),
                         end,
-                        deliver.clone(),
-                        resumed.clone(),
+                        callbacks.clone(),
                     ));
                 }
                 std::future::pending::<()>().await
@@ -72,13 +72,17 @@ pub fn spawn(
 /// waiting for a pub/sub connection.
 #[derive(Default)]
 struct Topics {
+    /// Channels followed (their topics).
     wanted: HashSet<Arc<str>>,
+    /// Users with a connection on this node (their topics).
+    users: HashSet<String>,
     sink: Option<PubSubSink>,
     waiting: HashMap<Arc<str>, Vec<Reply<Position>>>,
 }
 
 struct Ctx {
     settings: Settings,
+    node_id: Arc<str>,
     conn: ConnectionManager,
     publish: redis::Script,
     range: redis::Script,
@@ -87,7 +91,7 @@ struct Ctx {
     name: String,
 }
 
-async fn run_instance(settings: Settings, end: InstanceEnd, deliver: Deliver, resumed: Resumed) {
+async fn run_instance(settings: Settings, node_id: Arc<str>, end: InstanceEnd, cb: Callbacks) {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT))
@@ -102,6 +106,7 @@ async fn run_instance(settings: Settings, end: InstanceEnd, deliver: Deliver, re
     };
     let ctx = Rc::new(Ctx {
         settings,
+        node_id,
         conn,
         publish: redis::Script::new(super::scripts::PUBLISH),
         range: redis::Script::new(super::scripts::RANGE),
@@ -110,7 +115,7 @@ async fn run_instance(settings: Settings, end: InstanceEnd, deliver: Deliver, re
         name: end.name,
     });
     spawn_local(health_loop(ctx.clone()));
-    spawn_local(topic_loop(ctx.clone(), end.client, deliver, resumed));
+    spawn_local(topic_loop(ctx.clone(), end.client, cb));
     command_loop(ctx, end.requests).await;
 }
 
@@ -135,9 +140,10 @@ async fn health_loop(ctx: Rc<Ctx>) {
     }
 }
 
-/// Keeps one pub/sub connection up, (re)subscribes every wanted topic on it, and hands each
-/// message to `deliver`. After a reconnect every resubscribed channel is reported to `resumed`.
-async fn topic_loop(ctx: Rc<Ctx>, client: redis::Client, deliver: Deliver, resumed: Resumed) {
+/// Keeps one pub/sub connection up, (re)subscribes every wanted topic on it (and the broadcast
+/// topic), and hands each message to its callback. After a reconnect every resubscribed
+/// channel is reported to `resumed`.
+async fn topic_loop(ctx: Rc<Ctx>, client: redis::Client, cb: Callbacks) {
     let prefix = ctx.settings.prefix.clone();
     let mut reconnect = false;
     loop {
@@ -149,16 +155,20 @@ async fn topic_loop(ctx: Rc<Ctx>, client: redis::Client, deliver: Deliver, resum
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        let wanted: Vec<Arc<str>> = ctx.topics.borrow().wanted.iter().cloned().collect();
-        if !wanted.is_empty() {
-            let names: Vec<String> = wanted.iter().map(|c| wire::topic(&prefix, c)).collect();
-            if !matches!(
-                tokio::time::timeout(TIMEOUT, sink.subscribe(&names)).await,
-                Ok(Ok(()))
-            ) {
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
+        let (wanted, names) = {
+            let t = ctx.topics.borrow();
+            let wanted: Vec<Arc<str>> = t.wanted.iter().cloned().collect();
+            let mut names: Vec<String> = wanted.iter().map(|c| wire::topic(&prefix, c)).collect();
+            names.extend(t.users.iter().map(|u| wire::user_topic(&prefix, u)));
+            names.push(wire::broadcast_topic(&prefix));
+            (wanted, names)
+        };
+        if !matches!(
+            tokio::time::timeout(TIMEOUT, sink.subscribe(&names)).await,
+            Ok(Ok(()))
+        ) {
+            tokio::time::sleep(RETRY).await;
+            continue;
         }
         let waiting = {
             let mut t = ctx.topics.borrow_mut();
@@ -168,7 +178,7 @@ async fn topic_loop(ctx: Rc<Ctx>, client: redis::Client, deliver: Deliver, resum
         if reconnect {
             tracing::info!(redis = %ctx.name, topics = wanted.len(), "resubscribed");
             for c in &wanted {
-                resumed(c.clone());
+                (cb.resumed)(c.clone());
             }
         }
         for (channel, replies) in waiting {
@@ -176,19 +186,32 @@ async fn topic_loop(ctx: Rc<Ctx>, client: redis::Client, deliver: Deliver, resum
         }
         reconnect = true;
         while let Some(msg) = stream.next().await {
-            let Some(channel) = wire::channel_of_topic(&prefix, msg.get_channel_name()) else {
-                continue;
+            let raw = msg.get_payload_bytes();
+            let read = match wire::parse_topic(&prefix, msg.get_channel_name()) {
+                Some(wire::Topic::Channel(channel)) => wire::parse_payload(raw).map(|p| {
+                    let remote = Remote {
+                        offset: p.offset,
+                        epoch: Arc::from(p.epoch),
+                        frame: crate::codec::text_frame(p.json),
+                    };
+                    (cb.deliver)(Arc::from(channel), remote);
+                }),
+                Some(topic @ (wire::Topic::User(_) | wire::Topic::Broadcast)) => {
+                    wire::parse_direct(raw).map(|(node, json)| {
+                        if node != &*ctx.node_id {
+                            let user = match topic {
+                                wire::Topic::User(u) => Some(u.to_owned()),
+                                _ => None,
+                            };
+                            (cb.direct)(user, crate::codec::text_frame(json));
+                        }
+                    })
+                }
+                None => Some(()),
             };
-            let Some(p) = wire::parse_payload(msg.get_payload_bytes()) else {
+            if read.is_none() {
                 tracing::warn!(redis = %ctx.name, "unreadable message on a huddle topic");
-                continue;
-            };
-            let remote = Remote {
-                offset: p.offset,
-                epoch: Arc::from(p.epoch),
-                frame: crate::codec::text_frame(p.json),
-            };
-            deliver(Arc::from(channel), remote);
+            }
         }
         ctx.topics.borrow_mut().sink = None;
         tracing::warn!(redis = %ctx.name, "pub/sub connection lost; reconnecting");
@@ -261,6 +284,31 @@ async fn command_loop(ctx: Rc<Ctx>, mut requests: mpsc::UnboundedReceiver<Reques
                         });
                     }
                 }
+                Request::FollowUser { user, on } => {
+                    let sink = {
+                        let mut t = ctx.topics.borrow_mut();
+                        if on {
+                            t.users.insert(user.clone());
+                        } else {
+                            t.users.remove(&user);
+                        }
+                        t.sink.clone()
+                    };
+                    // Without a connection, the next one subscribes every user in the set.
+                    if let Some(mut s) = sink {
+                        let topic = wire::user_topic(&ctx.settings.prefix, &user);
+                        spawn_local(async move {
+                            let _ = tokio::time::timeout(TIMEOUT, async {
+                                if on {
+                                    s.subscribe(topic).await
+                                } else {
+                                    s.unsubscribe(topic).await
+                                }
+                            })
+                            .await;
+                        });
+                    }
+                }
                 other => work.push(other),
             }
         }
@@ -291,6 +339,10 @@ async fn run_batch(ctx: &Ctx, work: Vec<Request>) {
                 reply(v.and_then(read_published).ok_or(super::Unavailable))
             }
             Request::Range { reply, .. } => reply(v.and_then(read_range).ok_or(super::Unavailable)),
+            Request::Direct { reply, .. } => reply(match v {
+                Some(Value::Int(_)) => Ok(()),
+                _ => Err(super::Unavailable),
+            }),
             other => other.fail(),
         }
     }
@@ -344,6 +396,17 @@ async fn pipeline(ctx: &Ctx, work: &[Request]) -> Result<Vec<Value>, ()> {
                     .arg(*limit)
                     .arg(ulid::Ulid::new().to_string())
                     .arg(&meta_ms);
+            }
+            Request::Direct { user, json, .. } => {
+                let topic = match user {
+                    Some(u) => wire::user_topic(&s.prefix, u),
+                    None => wire::broadcast_topic(&s.prefix),
+                };
+                let mut payload = Vec::with_capacity(ctx.node_id.len() + 1 + json.len());
+                payload.extend_from_slice(ctx.node_id.as_bytes());
+                payload.push(b' ');
+                payload.extend_from_slice(json);
+                pipe.cmd("PUBLISH").arg(topic).arg(payload);
             }
             _ => {}
         }

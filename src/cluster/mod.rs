@@ -91,15 +91,28 @@ pub enum Request {
         limit: usize,
         reply: Reply<Range>,
     },
+    /// A message to every connection of `user` (None: of every user) on the other nodes;
+    /// answered once Redis took it.
+    Direct {
+        user: Option<String>,
+        json: Bytes,
+        reply: Reply<()>,
+    },
+    /// This node has (`on`) or no longer has a connection of `user`: follow its topic.
+    FollowUser { user: String, on: bool },
 }
 
 impl Request {
-    fn channel(&self) -> &str {
+    /// The name that picks the instance: the channel, or the user (broadcasts: every
+    /// instance is subscribed to its own broadcast topic; they go to the first).
+    fn key(&self) -> &str {
         match self {
             Request::Publish { channel, .. }
             | Request::Subscribe { channel, .. }
             | Request::Unsubscribe { channel }
             | Request::Range { channel, .. } => channel,
+            Request::Direct { user, .. } => user.as_deref().unwrap_or(""),
+            Request::FollowUser { user, .. } => user,
         }
     }
 
@@ -110,17 +123,24 @@ impl Request {
                 reply(Err(Unavailable))
             }
             Request::Range { reply, .. } => reply(Err(Unavailable)),
-            Request::Unsubscribe { .. } => {}
+            Request::Direct { reply, .. } => reply(Err(Unavailable)),
+            Request::Unsubscribe { .. } | Request::FollowUser { .. } => {}
         }
     }
 }
 
-/// Where the bridge hands a topic's messages: (channel, message).
-pub type Deliver = Arc<dyn Fn(Arc<str>, Remote) + Send + Sync>;
-
-/// Called after an instance came back (reconnected): the channels it was subscribed to were
-/// resubscribed, and their owners should check for a gap.
-pub type Resumed = Arc<dyn Fn(Arc<str>) + Send + Sync>;
+/// Where the bridge hands what it reads; each is called on the bridge thread and must not block.
+#[derive(Clone)]
+pub struct Callbacks {
+    /// A channel message: (channel, message).
+    pub deliver: Arc<dyn Fn(Arc<str>, Remote) + Send + Sync>,
+    /// An instance came back (reconnected): the channel's topic was subscribed again, and its
+    /// owner should check for a gap.
+    pub resumed: Arc<dyn Fn(Arc<str>) + Send + Sync>,
+    /// A message of another node to every connection of a user (None: to every connection),
+    /// as a complete frame.
+    pub direct: Arc<dyn Fn(Option<String>, Bytes) + Send + Sync>,
+}
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -136,6 +156,9 @@ pub struct Settings {
 pub struct Cluster {
     instances: Vec<Instance>,
     pub settings: Settings,
+    /// This node's id (random per start): in `connection_id`s and on its user messages and
+    /// broadcasts, so it skips its own.
+    pub node_id: Arc<str>,
 }
 
 struct Instance {
@@ -146,11 +169,8 @@ struct Instance {
 impl Cluster {
     /// Starts the bridge thread. Fails only on a URL that does not parse; an instance that is
     /// down at start is unavailable until it answers.
-    pub fn start(
-        settings: Settings,
-        deliver: Deliver,
-        resumed: Resumed,
-    ) -> Result<Arc<Cluster>, String> {
+    pub fn start(settings: Settings, callbacks: Callbacks) -> Result<Arc<Cluster>, String> {
+        let node_id: Arc<str> = Arc::from(format!("{:08x}", rand::random::<u32>()));
         let mut instances = Vec::new();
         let mut ends = Vec::new();
         for url in &settings.urls {
@@ -169,11 +189,12 @@ impl Cluster {
                 name: redact(url),
             });
         }
-        bridge::spawn(settings.clone(), ends, deliver, resumed)
+        bridge::spawn(settings.clone(), node_id.clone(), ends, callbacks)
             .map_err(|e| format!("cannot start the Redis bridge: {e}"))?;
         Ok(Arc::new(Cluster {
             instances,
             settings,
+            node_id,
         }))
     }
 
@@ -181,8 +202,11 @@ impl Cluster {
     /// `Unavailable` at once if that instance is known to be down (so it never waits on a dead
     /// Redis); a subscription waits for the instance to come back.
     pub fn send(&self, req: Request) {
-        let i = &self.instances[instance_of(req.channel(), self.instances.len())];
-        let fails_fast = matches!(req, Request::Publish { .. } | Request::Range { .. });
+        let i = &self.instances[instance_of(req.key(), self.instances.len())];
+        let fails_fast = matches!(
+            req,
+            Request::Publish { .. } | Request::Range { .. } | Request::Direct { .. }
+        );
         if fails_fast && !i.healthy.load(Ordering::Acquire) {
             req.fail();
             return;

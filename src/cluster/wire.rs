@@ -5,7 +5,10 @@
 //! - `p:meta:{c}`: hash `o` (last offset), `e` (epoch);
 //! - `p:stream:{c}`: stream of `d` (the message JSON), entry id `<offset>-0`;
 //! - `p:idem:{c}:<message_id>`: `"<offset> <epoch>"`, for a publisher's retry;
-//! - `p:ch:{c}`: the pub/sub topic; a payload is `"<offset> <epoch> <json>"`.
+//! - `p:ch:{c}`: the pub/sub topic; a payload is `"<offset> <epoch> <json>"`;
+//! - `p:user:{u}`: messages to every connection of user `u` (`/api/send` without a channel),
+//!   and `p:bc`: broadcasts; a payload is `"<node id> <json>"`, so the sending node, which has
+//!   already delivered it, skips its own.
 //!
 //! The braces make `{c}` the Redis Cluster hash tag, so one channel's keys stay on one slot.
 
@@ -43,6 +46,44 @@ pub fn channel_of_topic<'a>(prefix: &str, topic: &'a str) -> Option<&'a str> {
         .strip_prefix(prefix)?
         .strip_prefix(":ch:{")?
         .strip_suffix('}')
+}
+
+/// The topic of messages to user `user`.
+pub fn user_topic(prefix: &str, user: &str) -> String {
+    format!("{prefix}:user:{{{user}}}")
+}
+
+/// The topic of broadcasts.
+pub fn broadcast_topic(prefix: &str) -> String {
+    format!("{prefix}:bc")
+}
+
+/// What a topic carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Topic<'a> {
+    Channel(&'a str),
+    User(&'a str),
+    Broadcast,
+}
+
+/// Reads one of our topic names.
+pub fn parse_topic<'a>(prefix: &str, topic: &'a str) -> Option<Topic<'a>> {
+    let rest = topic.strip_prefix(prefix)?;
+    if rest == ":bc" {
+        return Some(Topic::Broadcast);
+    }
+    if let Some(c) = rest.strip_prefix(":ch:{").and_then(|r| r.strip_suffix('}')) {
+        return Some(Topic::Channel(c));
+    }
+    let u = rest.strip_prefix(":user:{")?.strip_suffix('}')?;
+    Some(Topic::User(u))
+}
+
+/// Reads `"<node id> <json>"` (a user message or a broadcast).
+pub fn parse_direct(raw: &[u8]) -> Option<(&str, &[u8])> {
+    let sp = raw.iter().position(|&b| b == b' ')?;
+    let node = std::str::from_utf8(&raw[..sp]).ok()?;
+    (!node.is_empty()).then_some((node, &raw[sp + 1..]))
 }
 
 /// A channel message as a node receives it from the topic.
@@ -111,6 +152,28 @@ mod tests {
         assert_eq!(channel_of_topic("huddle", &k.topic), Some("odds_7"));
         assert_eq!(channel_of_topic("other", &k.topic), None);
         assert_eq!(channel_of_topic("huddle", "huddle:meta:{x}"), None);
+    }
+
+    #[test]
+    fn topics_name_what_they_carry() {
+        let p = "huddle";
+        assert_eq!(
+            parse_topic(p, &topic(p, "odds")),
+            Some(Topic::Channel("odds"))
+        );
+        assert_eq!(
+            parse_topic(p, &user_topic(p, "u 1")),
+            Some(Topic::User("u 1"))
+        );
+        assert_eq!(parse_topic(p, &broadcast_topic(p)), Some(Topic::Broadcast));
+        assert_eq!(parse_topic(p, "other:bc"), None);
+        assert_eq!(parse_topic(p, "huddle:meta:{odds}"), None);
+        assert_eq!(
+            parse_direct(b"n1 {\"a\":1}"),
+            Some(("n1", &b"{\"a\":1}"[..]))
+        );
+        assert_eq!(parse_direct(b" {}"), None);
+        assert_eq!(parse_direct(b"n1"), None);
     }
 
     #[test]

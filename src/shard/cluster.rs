@@ -82,6 +82,17 @@ impl Follow {
     }
 }
 
+/// This node's first connection of `user` opened (`on`) or its last closed: follow the user's
+/// topic, for `/api/send` on other nodes.
+pub(super) fn follow_user(shared: &super::Shared, user: &str, on: bool) {
+    if let Some(c) = &shared.cluster {
+        c.send(Request::FollowUser {
+            user: user.to_owned(),
+            on,
+        });
+    }
+}
+
 impl Shard {
     fn cluster(&self) -> Option<Arc<Cluster>> {
         self.shared.cluster.clone()

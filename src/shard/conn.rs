@@ -78,7 +78,12 @@ impl Conn {
     }
 
     /// The `connection_id` shown to clients.
-    pub fn public_id(&self) -> String {
-        format!("{:x}-{:x}", self.id >> 48, self.id & 0xffff_ffff_ffff)
+    /// `{shard:x}-{seq:x}`, prefixed by `{node}.` in cluster mode so it is unique across nodes.
+    pub fn public_id(&self, node: Option<&str>) -> String {
+        let (shard, seq) = (self.id >> 48, self.id & 0xffff_ffff_ffff);
+        match node {
+            Some(n) => format!("{n}.{shard:x}-{seq:x}"),
+            None => format!("{shard:x}-{seq:x}"),
+        }
     }
 }

@@ -272,7 +272,8 @@ pub struct DirectMessage {
     pub frame: Bytes,
     pub published_at: Instant,
     pub recipients: Arc<Gather<u64>>,
-    pub _permit: Permit,
+    /// None: another node's message, read from Redis.
+    pub _permit: Option<Permit>,
 }
 
 /// One shard's view for `/api/stats` and `/api/channels`.

@@ -315,7 +315,9 @@ impl Shard {
                 .poll_timeout(&cfg)
                 .map(|at| self.wheel.arm(at, TimerRef { key, conn_id }));
             if let Some(u) = &c.user_id {
-                self.shared.users.add(u);
+                if self.shared.users.add(u) {
+                    cluster::follow_user(&self.shared, u, true);
+                }
                 self.users.entry(u.clone()).or_default().push(key);
             }
         }
@@ -374,7 +376,9 @@ impl Shard {
             self.wheel.cancel(t);
         }
         if let Some(u) = user {
-            self.shared.users.remove(&u);
+            if self.shared.users.remove(&u) {
+                cluster::follow_user(&self.shared, &u, false);
+            }
             if let Some(keys) = self.users.get_mut(&u) {
                 keys.retain(|&k| k != key);
                 if keys.is_empty() {
@@ -425,7 +429,7 @@ impl Shard {
         }
         tracing::info!(
             shard = self.id,
-            conn = conn.public_id(),
+            conn = conn.public_id(self.shared.node_id()),
             queued = conn.out.queued_bytes(),
             "slow consumer: send queue over --send-queue-bytes"
         );
@@ -443,7 +447,7 @@ impl Shard {
         }
         tracing::debug!(
             shard = self.id,
-            conn = conn.public_id(),
+            conn = conn.public_id(self.shared.node_id()),
             code = reason.code(),
             "closing: {}",
             reason.text()

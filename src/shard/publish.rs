@@ -147,6 +147,24 @@ pub async fn direct(
         timestamp: Some(&timestamp),
         data,
     });
+    if let Some(cluster) = &shared.cluster {
+        // Redis first: if it does not take the message, it is delivered nowhere (503). The
+        // other nodes deliver it from the topic; `recipients` counts this node.
+        let json = crate::codec::frame_payload(&frame)
+            .map(bytes::Bytes::copy_from_slice)
+            .unwrap_or_default();
+        let (tx, rx) = oneshot::channel();
+        cluster.send(crate::cluster::Request::Direct {
+            user: user_id.clone(),
+            json,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        if !matches!(rx.await, Ok(Ok(()))) {
+            return Err(Refused::Unavailable);
+        }
+    }
     let n = shared.inboxes.len();
     let (recipients, done) = Gather::new(n);
     let msg = Arc::new(DirectMessage {
@@ -154,7 +172,7 @@ pub async fn direct(
         frame,
         published_at: Instant::now(),
         recipients: recipients.clone(),
-        _permit: permit,
+        _permit: Some(permit),
     });
     for inbox in &shared.inboxes {
         if inbox.send(ShardMsg::Direct(msg.clone())).is_err() {

@@ -96,7 +96,7 @@ impl Shard {
         };
         let who = Present {
             user_id: conn.user_id.clone(),
-            connection_id: conn.public_id(),
+            connection_id: conn.public_id(self.shared.node_id()),
         };
         let owner = owner_of(stream, self.shared.inboxes.len());
         if owner == self.id {
@@ -212,7 +212,7 @@ impl Shard {
             .filter(|c| c.state.is_open())
             .map(|c| Present {
                 user_id: c.user_id.clone(),
-                connection_id: c.public_id(),
+                connection_id: c.public_id(self.shared.node_id()),
             })
             .collect()
     }

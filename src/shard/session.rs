@@ -170,7 +170,10 @@ impl Shard {
     ) -> Bytes {
         let config = &self.shared.config;
         let (id, user) = match self.conns.get(key) {
-            Some(c) => (c.public_id(), c.user_id.as_deref().map(str::to_owned)),
+            Some(c) => (
+                c.public_id(self.shared.node_id()),
+                c.user_id.as_deref().map(str::to_owned),
+            ),
             None => (String::new(), None),
         };
         let mut data = json!({

@@ -75,6 +75,11 @@ impl Shared {
         })
     }
 
+    /// Cluster mode: this node's id (in `connection_id`s).
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_deref().map(|c| &*c.node_id)
+    }
+
     /// True if `given` is one of the configured API keys (constant time per key).
     pub fn key_allowed(&self, given: &str) -> bool {
         !given.is_empty()

@@ -33,28 +33,34 @@ impl UserIndex {
         &self.stripes[(self.hasher.hash_one(user) as usize) % STRIPES]
     }
 
-    /// A connection of `user` opened.
-    pub fn add(&self, user: &str) {
+    /// A connection of `user` opened; true if it is the user's first on this node.
+    pub fn add(&self, user: &str) -> bool {
         let mut m = self.stripe(user).lock();
         match m.get_mut(user) {
-            Some(n) => *n += 1,
+            Some(n) => {
+                *n += 1;
+                false
+            }
             None => {
                 m.insert(user.into(), 1);
                 self.distinct.fetch_add(1, Ordering::Relaxed);
+                true
             }
         }
     }
 
-    /// A connection of `user` closed.
-    pub fn remove(&self, user: &str) {
+    /// A connection of `user` closed; true if it was the user's last on this node.
+    pub fn remove(&self, user: &str) -> bool {
         let mut m = self.stripe(user).lock();
         if let Some(n) = m.get_mut(user) {
             *n -= 1;
             if *n == 0 {
                 m.remove(user);
                 self.distinct.fetch_sub(1, Ordering::Relaxed);
+                return true;
             }
         }
+        false
     }
 
     /// Users with at least one open connection.
@@ -70,14 +76,14 @@ mod tests {
     #[test]
     fn counts_distinct_users() {
         let u = UserIndex::default();
-        u.add("a");
-        u.add("a");
-        u.add("b");
+        assert!(u.add("a"));
+        assert!(!u.add("a"));
+        assert!(u.add("b"));
         assert_eq!(u.count(), 2);
-        u.remove("a");
+        assert!(!u.remove("a"));
         assert_eq!(u.count(), 2);
-        u.remove("a");
-        u.remove("zzz");
+        assert!(u.remove("a"));
+        assert!(!u.remove("zzz"));
         assert_eq!(u.count(), 1);
     }
 }
