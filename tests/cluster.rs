@@ -207,7 +207,7 @@ async fn a_node_holds_topics_only_for_channels_in_use() {
         .collect();
     assert_eq!(
         channel_topics,
-        [want.clone()],
+        std::slice::from_ref(&want),
         "only the channel in use (and the broadcast topic)"
     );
     // A publish through a node without subscribers is delivered through the topic.
