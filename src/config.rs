@@ -290,6 +290,18 @@ pub struct ServeConfig {
     )]
     pub redis: Vec<String>,
 
+    /// Cluster mode: a node renews its connections' presence entries in Redis every quarter of
+    /// this; the entries of a node that stopped (killed, or cut off) are dropped after it
+    /// (1s to 60s).
+    #[arg(
+        long,
+        env = "HUDDLE_PRESENCE_TTL",
+        value_name = "D",
+        default_value = "40s",
+        value_parser = parse_duration
+    )]
+    pub presence_ttl: Duration,
+
     /// The cluster's name: the prefix of every Redis key, so several clusters can share one
     /// Redis (1 to 64 of `[A-Za-z0-9_.-]`).
     #[arg(
@@ -393,6 +405,9 @@ impl ServeConfig {
         }
         if self.max_message_size < 125 {
             return Err("--max-message-size must be at least 125".into());
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.presence_ttl) {
+            return Err("--presence-ttl must be between 1s and 60s".into());
         }
         let name_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
         if self.cluster_name.is_empty()

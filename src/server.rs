@@ -61,6 +61,7 @@ fn start_cluster(
         prefix: config.cluster_name.clone(),
         history_size: config.history_size,
         history_ttl: config.history_ttl,
+        presence_ttl: config.presence_ttl,
     };
     let to_owner = {
         let inboxes = inboxes.to_vec();

@@ -411,3 +411,76 @@ async fn send_and_broadcast_reach_connections_on_every_node() {
     u2_b.close(1000).await;
     wait_numsub(&redis, "huddle:user:{u2}", 0).await;
 }
+
+async fn presence_ids(s: &Server, channel: &str) -> Vec<String> {
+    let r = s.get(&format!("/api/presence/{channel}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut ids: Vec<String> = r.json()["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .map(|c| c["connection_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn presence_covers_every_node_and_a_dead_nodes_entries_expire() {
+    let Some(redis) = Redis::start() else { return };
+    let ttl = ["--presence-ttl", "2s"];
+    let a = node(&redis, &ttl).await;
+    let mut b = node(&redis, &ttl).await;
+    let (mut on_a, ack_a) = a.connect("/ws?user_id=ann").await;
+    on_a.subscribe("games").await;
+    let (mut on_b, ack_b) = b.connect("/ws?user_id=bob").await;
+    on_b.subscribe("games").await;
+    let id = |ack: &Value| ack["data"]["connection_id"].as_str().unwrap().to_owned();
+    let mut both = vec![id(&ack_a), id(&ack_b)];
+    both.sort();
+    // Presence writes are asynchronous; the subscribe replies came first.
+    let t0 = Instant::now();
+    while presence_ids(&a, "games").await != both {
+        assert!(t0.elapsed() < WAIT, "{:?}", presence_ids(&a, "games").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        presence_ids(&b, "games").await,
+        both,
+        "the same on every node"
+    );
+    let count = a.get("/api/presence/games?count=1").await.json();
+    assert_eq!(
+        (count["clients"].as_u64(), count["users"].as_u64()),
+        (Some(2), Some(2)),
+        "{count}"
+    );
+    // Entries outlive several TTLs while their node renews them.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(presence_ids(&a, "games").await, both, "renewed");
+    // A node killed without a word: its entries are gone within the TTL.
+    b.sigkill();
+    let t0 = Instant::now();
+    while presence_ids(&a, "games").await != [id(&ack_a)] {
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            presence_ids(&a, "games").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A clean leave is removed at once.
+    on_a.send_json(
+        &json!({"event_type":"user_unsubscription","message_id":"u","data":{"channel":"games"}}),
+    )
+    .await;
+    assert_eq!(on_a.next_json().await["data"]["status"], "unsubscribed");
+    let t0 = Instant::now();
+    while !presence_ids(&a, "games").await.is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "leave removed promptly"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -86,6 +86,9 @@ struct Ctx {
     conn: ConnectionManager,
     publish: redis::Script,
     range: redis::Script,
+    presence_add: redis::Script,
+    presence_remove: redis::Script,
+    presence_get: redis::Script,
     topics: RefCell<Topics>,
     healthy: Arc<AtomicBool>,
     name: String,
@@ -110,6 +113,9 @@ async fn run_instance(settings: Settings, node_id: Arc<str>, end: InstanceEnd, c
         conn,
         publish: redis::Script::new(super::scripts::PUBLISH),
         range: redis::Script::new(super::scripts::RANGE),
+        presence_add: redis::Script::new(super::scripts::PRESENCE_ADD),
+        presence_remove: redis::Script::new(super::scripts::PRESENCE_REMOVE),
+        presence_get: redis::Script::new(super::scripts::PRESENCE_GET),
         topics: RefCell::new(Topics::default()),
         healthy: end.healthy,
         name: end.name,
@@ -323,9 +329,16 @@ async fn run_batch(ctx: &Ctx, work: Vec<Request>) {
     let mut answers = pipeline(ctx, &work).await;
     if answers.as_ref().is_ok_and(|a| a.iter().any(is_noscript)) {
         // Redis restarted or flushed its scripts: load them and run the batch again (a
-        // NOSCRIPT entry did not run, and all entries use the same two scripts).
+        // NOSCRIPT entry did not run; this loads every script).
         let mut conn = ctx.conn.clone();
-        for s in [&ctx.publish, &ctx.range] {
+        let scripts = [
+            &ctx.publish,
+            &ctx.range,
+            &ctx.presence_add,
+            &ctx.presence_remove,
+            &ctx.presence_get,
+        ];
+        for s in scripts {
             let _ = tokio::time::timeout(TIMEOUT, s.prepare_invoke().load_async(&mut conn)).await;
         }
         answers = pipeline(ctx, &work).await;
@@ -343,6 +356,14 @@ async fn run_batch(ctx: &Ctx, work: Vec<Request>) {
                 Some(Value::Int(_)) => Ok(()),
                 _ => Err(super::Unavailable),
             }),
+            Request::PresenceGet { reply, .. } => {
+                reply(v.and_then(read_presence).ok_or(super::Unavailable))
+            }
+            Request::Presence { channel, .. } => {
+                if !matches!(v, Some(Value::Int(_))) {
+                    tracing::warn!(redis = %ctx.name, channel = %channel, "presence not written");
+                }
+            }
             other => other.fail(),
         }
     }
@@ -396,6 +417,41 @@ async fn pipeline(ctx: &Ctx, work: &[Request]) -> Result<Vec<Value>, ()> {
                     .arg(*limit)
                     .arg(ulid::Ulid::new().to_string())
                     .arg(&meta_ms);
+            }
+            Request::Presence {
+                channel,
+                entries,
+                on,
+            } => {
+                let (hash, exp) = wire::presence_keys(&s.prefix, channel);
+                let script = if *on {
+                    &ctx.presence_add
+                } else {
+                    &ctx.presence_remove
+                };
+                let c = pipe
+                    .cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(2)
+                    .arg(&hash)
+                    .arg(&exp);
+                if *on {
+                    c.arg(s.presence_ttl.as_millis().to_string());
+                }
+                for (id, json) in entries {
+                    c.arg(id);
+                    if *on {
+                        c.arg(json);
+                    }
+                }
+            }
+            Request::PresenceGet { channel, .. } => {
+                let (hash, exp) = wire::presence_keys(&s.prefix, channel);
+                pipe.cmd("EVALSHA")
+                    .arg(ctx.presence_get.get_hash())
+                    .arg(2)
+                    .arg(&hash)
+                    .arg(&exp);
             }
             Request::Direct { user, json, .. } => {
                 let topic = match user {
@@ -483,6 +539,21 @@ fn read_published(v: Value) -> Option<Position> {
         offset: int(a)?,
         epoch: Arc::from(std::str::from_utf8(text(b)?).ok()?),
     })
+}
+
+/// `{id, JSON, …}` (RESP2) or a map (RESP3): the JSON values.
+fn read_presence(v: Value) -> Option<Vec<bytes::Bytes>> {
+    match v {
+        Value::Array(items) => items
+            .chunks(2)
+            .map(|p| p.get(1).and_then(text).map(bytes::Bytes::copy_from_slice))
+            .collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(_, j)| text(j).map(bytes::Bytes::copy_from_slice))
+            .collect(),
+        _ => None,
+    }
 }
 
 /// `{offset, epoch, first, {id, json, …}}`.

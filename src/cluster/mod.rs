@@ -100,6 +100,18 @@ pub enum Request {
     },
     /// This node has (`on`) or no longer has a connection of `user`: follow its topic.
     FollowUser { user: String, on: bool },
+    /// Presence entries of this node's connections (connection id, JSON): added or renewed
+    /// (`on`), or removed.
+    Presence {
+        channel: Arc<str>,
+        entries: Vec<(String, String)>,
+        on: bool,
+    },
+    /// The channel's live presence entries (JSON), every node's.
+    PresenceGet {
+        channel: Arc<str>,
+        reply: Reply<Vec<Bytes>>,
+    },
 }
 
 impl Request {
@@ -110,7 +122,9 @@ impl Request {
             Request::Publish { channel, .. }
             | Request::Subscribe { channel, .. }
             | Request::Unsubscribe { channel }
-            | Request::Range { channel, .. } => channel,
+            | Request::Range { channel, .. }
+            | Request::Presence { channel, .. }
+            | Request::PresenceGet { channel, .. } => channel,
             Request::Direct { user, .. } => user.as_deref().unwrap_or(""),
             Request::FollowUser { user, .. } => user,
         }
@@ -124,7 +138,9 @@ impl Request {
             }
             Request::Range { reply, .. } => reply(Err(Unavailable)),
             Request::Direct { reply, .. } => reply(Err(Unavailable)),
-            Request::Unsubscribe { .. } | Request::FollowUser { .. } => {}
+            Request::PresenceGet { reply, .. } => reply(Err(Unavailable)),
+            Request::Unsubscribe { .. } | Request::FollowUser { .. } | Request::Presence { .. } => {
+            }
         }
     }
 }
@@ -150,6 +166,8 @@ pub struct Settings {
     pub prefix: String,
     pub history_size: usize,
     pub history_ttl: Duration,
+    /// `--presence-ttl`: a presence entry not renewed for this long is dropped.
+    pub presence_ttl: Duration,
 }
 
 /// The shards' handle on the bridge. Cheap to share; sending never blocks.
@@ -205,7 +223,11 @@ impl Cluster {
         let i = &self.instances[instance_of(req.key(), self.instances.len())];
         let fails_fast = matches!(
             req,
-            Request::Publish { .. } | Request::Range { .. } | Request::Direct { .. }
+            Request::Publish { .. }
+                | Request::Range { .. }
+                | Request::Direct { .. }
+                | Request::Presence { .. }
+                | Request::PresenceGet { .. }
         );
         if fails_fast && !i.healthy.load(Ordering::Acquire) {
             req.fail();

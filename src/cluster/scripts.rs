@@ -58,3 +58,38 @@ if tonumber(ARGV[2]) > 0 then
 end
 return {off, epoch, first, out}
 "#;
+
+/// Presence entries of this node. KEYS: hash (connection id → JSON), expiry zset. ARGV: TTL
+/// (ms), then connection id, JSON, … Each entry expires TTL after this call unless renewed;
+/// the time is Redis's, so nodes' clocks do not matter.
+pub const PRESENCE_ADD: &str = r#"
+local t = redis.call('time')
+local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('zadd', KEYS[2], exp, ARGV[i])
+end
+redis.call('pexpire', KEYS[1], ARGV[1])
+redis.call('pexpire', KEYS[2], ARGV[1])
+return 1
+"#;
+
+/// Presence entries that left. KEYS: hash, expiry zset. ARGV: connection ids.
+pub const PRESENCE_REMOVE: &str = r#"
+for i = 1, #ARGV do
+  redis.call('hdel', KEYS[1], ARGV[i])
+  redis.call('zrem', KEYS[2], ARGV[i])
+end
+return 1
+"#;
+
+/// The live presence entries (expired ones, such as a dead node's, are dropped first).
+/// KEYS: hash, expiry zset. Returns `{id, JSON, id, JSON, …}`.
+pub const PRESENCE_GET: &str = r#"
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gone = redis.call('zrangebyscore', KEYS[2], '-inf', now)
+for _, id in ipairs(gone) do redis.call('hdel', KEYS[1], id) end
+redis.call('zremrangebyscore', KEYS[2], '-inf', now)
+return redis.call('hgetall', KEYS[1])
+"#;

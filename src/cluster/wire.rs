@@ -5,6 +5,9 @@
 //! - `p:meta:{c}`: hash `o` (last offset), `e` (epoch);
 //! - `p:stream:{c}`: stream of `d` (the message JSON), entry id `<offset>-0`;
 //! - `p:idem:{c}:<message_id>`: `"<offset> <epoch>"`, for a publisher's retry;
+//! - `p:presence:{c}` (connection id → `{"user_id","connection_id"}`) and `p:presence-exp:{c}`
+//!   (connection id → expiry, Redis time in ms): presence, renewed by each node for its own
+//!   connections, so a dead node's entries expire;
 //! - `p:ch:{c}`: the pub/sub topic; a payload is `"<offset> <epoch> <json>"`;
 //! - `p:user:{u}`: messages to every connection of user `u` (`/api/send` without a channel),
 //!   and `p:bc`: broadcasts; a payload is `"<node id> <json>"`, so the sending node, which has
@@ -38,6 +41,14 @@ impl Keys {
 /// The pub/sub topic of `channel`.
 pub fn topic(prefix: &str, channel: &str) -> String {
     format!("{prefix}:ch:{{{channel}}}")
+}
+
+/// The presence keys of `channel`: (hash, expiry zset).
+pub fn presence_keys(prefix: &str, channel: &str) -> (String, String) {
+    (
+        format!("{prefix}:presence:{{{channel}}}"),
+        format!("{prefix}:presence-exp:{{{channel}}}"),
+    )
 }
 
 /// The channel a topic belongs to, if it is one of ours.

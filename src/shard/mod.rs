@@ -140,6 +140,8 @@ pub struct Shard {
     follows: HashMap<Arc<str>, cluster::Follow>,
     releases: std::collections::VecDeque<(Instant, Arc<str>)>,
     refills: std::collections::VecDeque<(Instant, Arc<str>)>,
+    /// Cluster mode: when this shard next renews its presence entries in Redis.
+    presence_renew_at: Instant,
     scratch: Vec<u8>,
     next_seq: u64,
     draining: bool,
@@ -246,6 +248,7 @@ impl Shard {
                 follows: HashMap::new(),
                 releases: std::collections::VecDeque::new(),
                 refills: std::collections::VecDeque::new(),
+                presence_renew_at: Instant::now(),
                 scratch: vec![0; SCRATCH],
                 next_seq: 0,
                 draining: false,
@@ -687,6 +690,7 @@ impl Shard {
     pub fn on_tick(&mut self, now: Instant) {
         self.engine.handle_timeout(now);
         self.release_follows(now);
+        self.renew_presence(now);
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(now, &mut expired);
         let cfg = self.liveness;

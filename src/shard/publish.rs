@@ -253,6 +253,23 @@ async fn cluster_history(
 
 /// Every shard's subscribers of `stream` (`/api/presence`).
 pub async fn presence(shared: &Arc<Shared>, stream: Arc<str>) -> Result<Vec<Present>, Refused> {
+    if let Some(cluster) = &shared.cluster {
+        // Every node's entries, from Redis.
+        let (tx, rx) = oneshot::channel();
+        cluster.send(crate::cluster::Request::PresenceGet {
+            channel: stream,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        return match rx.await {
+            Ok(Ok(entries)) => Ok(entries
+                .iter()
+                .filter_map(|e| super::recovery::parse_presence_entry(e))
+                .collect()),
+            _ => Err(Refused::Unavailable),
+        };
+    }
     let (g, done) = Gather::new(shared.inboxes.len());
     for inbox in &shared.inboxes {
         let msg = ShardMsg::Presence {

@@ -16,7 +16,73 @@ use crate::codec::frame_payload;
 use crate::engine::ChannelEngine;
 use crate::protocol::{wire_name, Filter, OutMessage, Since};
 
+/// A presence entry as stored in Redis: (connection id, `{"user_id","connection_id"}`).
+pub(super) fn presence_entry(who: &Present) -> (String, String) {
+    let json = match &who.user_id {
+        Some(u) => json!({ "user_id": u, "connection_id": who.connection_id }),
+        None => json!({ "connection_id": who.connection_id }),
+    };
+    (who.connection_id.clone(), json.to_string())
+}
+
+/// Reads an entry written by [`presence_entry`] (any node's).
+pub fn parse_presence_entry(raw: &[u8]) -> Option<Present> {
+    let v: Value = serde_json::from_slice(raw).ok()?;
+    Some(Present {
+        user_id: v["user_id"].as_str().map(Box::from),
+        connection_id: v["connection_id"].as_str()?.to_owned(),
+    })
+}
+
 impl Shard {
+    /// Cluster mode: renews the presence entries of this shard's connections in Redis (every
+    /// quarter of `--presence-ttl`, from the tick), one request per channel.
+    pub(super) fn renew_presence(&mut self, now: Instant) {
+        let Some(cluster) = self.shared.cluster.clone() else {
+            return;
+        };
+        if now < self.presence_renew_at {
+            return;
+        }
+        self.presence_renew_at = now + self.shared.config.presence_ttl / 4;
+        let node = self.shared.node_id();
+        let mut by_channel: std::collections::HashMap<&str, Vec<(String, String)>> =
+            std::collections::HashMap::new();
+        for (_, conn) in self.conns.iter() {
+            if !conn.state.is_open() {
+                continue;
+            }
+            for sub in &conn.subs {
+                let Some(name) = self.registry.name(sub.channel) else {
+                    continue;
+                };
+                if !self
+                    .shared
+                    .presence
+                    .iter()
+                    .any(|p| p.matches(wire_name(name)))
+                {
+                    continue;
+                }
+                let who = Present {
+                    user_id: conn.user_id.clone(),
+                    connection_id: conn.public_id(node),
+                };
+                by_channel
+                    .entry(name)
+                    .or_default()
+                    .push(presence_entry(&who));
+            }
+        }
+        for (channel, entries) in by_channel {
+            cluster.send(crate::cluster::Request::Presence {
+                channel: Arc::from(channel),
+                entries,
+                on: true,
+            });
+        }
+    }
+
     /// Owner side of `Recover`: registers the shard's interest, decides the recovery, and
     /// answers through the channel's FIFO (after every message up to the answer's offset).
     pub(super) fn on_recover(
@@ -98,6 +164,13 @@ impl Shard {
             user_id: conn.user_id.clone(),
             connection_id: conn.public_id(self.shared.node_id()),
         };
+        if let Some(c) = &self.shared.cluster {
+            c.send(crate::cluster::Request::Presence {
+                channel: stream.clone(),
+                entries: vec![presence_entry(&who)],
+                on: join,
+            });
+        }
         let owner = owner_of(stream, self.shared.inboxes.len());
         if owner == self.id {
             self.on_join_leave(stream.clone(), join, who);
