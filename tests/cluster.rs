@@ -484,3 +484,49 @@ async fn presence_covers_every_node_and_a_dead_nodes_entries_expire() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn several_redis_urls_spread_channels_each_on_one_instance() {
+    let (Some(r1), Some(r2)) = (Redis::start(), Redis::start()) else {
+        return;
+    };
+    let urls = format!("{},{}", r1.url(), r2.url());
+    let args = ["--redis", urls.as_str()];
+    let a = Server::start(&args);
+    wait_health(&a, 200).await;
+    let b = Server::start(&args);
+    wait_health(&b, 200).await;
+    let channels: Vec<String> = (0..12).map(|i| format!("game_{i}")).collect();
+    let mut subs = Vec::new();
+    for ch in &channels {
+        let (mut c, _) = b.connect("/ws").await;
+        c.subscribe(ch).await;
+        subs.push(c);
+    }
+    for ch in &channels {
+        let (status, r) = publish(&a, ch, json!({"ch": ch})).await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["results"][0]["offset"], 1, "{r}");
+    }
+    let mut on = [0, 0];
+    for (ch, c) in channels.iter().zip(&mut subs) {
+        let m = c.next_json().await;
+        assert_eq!(
+            (m["offset"].as_u64(), m["data"]["ch"].as_str()),
+            (Some(1), Some(ch.as_str())),
+            "{m}"
+        );
+        let key = format!("huddle:meta:{{{ch}}}");
+        let held: Vec<bool> = [&r1, &r2]
+            .iter()
+            .map(|r| r.command(&["EXISTS", &key]) == ["1"])
+            .collect();
+        assert_eq!(
+            held.iter().filter(|h| **h).count(),
+            1,
+            "{ch} on exactly one instance: {held:?}"
+        );
+        on[usize::from(held[1])] += 1;
+    }
+    assert!(on[0] > 0 && on[1] > 0, "both instances used: {on:?}");
+}
