@@ -224,44 +224,38 @@ async fn topic_loop(ctx: Rc<Ctx>, client: redis::Client, cb: Callbacks) {
     }
 }
 
-/// Subscribes `channel`'s topic (confirmed by Redis), then reads its position, and answers.
-/// Without a pub/sub connection the replies wait for the next one.
+/// Subscribes `channel`'s topic (confirmed by Redis), then reads its position, and answers;
+/// tries again while the channel is wanted. Without a pub/sub connection the replies wait for
+/// the next one (the topic loop subscribes every wanted topic on it and calls this again).
 async fn subscribe(ctx: Rc<Ctx>, channel: Arc<str>, mut replies: Vec<Reply<Position>>) {
-    let sink = ctx.topics.borrow().sink.clone();
-    let subscribed = match sink {
-        Some(mut s) => matches!(
-            tokio::time::timeout(
-                TIMEOUT,
-                s.subscribe(wire::topic(&ctx.settings.prefix, &channel))
-            )
-            .await,
+    let topic = wire::topic(&ctx.settings.prefix, &channel);
+    loop {
+        if !ctx.topics.borrow().wanted.contains(&channel) {
+            return;
+        }
+        let Some(mut sink) = ctx.topics.borrow().sink.clone() else {
+            ctx.topics
+                .borrow_mut()
+                .waiting
+                .entry(channel)
+                .or_default()
+                .append(&mut replies);
+            return;
+        };
+        let subscribed = matches!(
+            tokio::time::timeout(TIMEOUT, sink.subscribe(topic.as_str())).await,
             Ok(Ok(()))
-        ),
-        None => false,
-    };
-    if subscribed {
-        loop {
-            match range(&ctx, &channel, 0, 0).await {
-                Ok(r) => {
-                    for reply in replies.drain(..) {
-                        reply(Ok(r.position.clone()));
-                    }
-                    return;
+        );
+        if subscribed {
+            if let Ok(r) = range(&ctx, &channel, 0, 0).await {
+                for reply in replies.drain(..) {
+                    reply(Ok(r.position.clone()));
                 }
-                Err(()) => tokio::time::sleep(RETRY).await,
-            }
-            if !ctx.topics.borrow().wanted.contains(&channel) {
-                break;
+                return;
             }
         }
+        tokio::time::sleep(RETRY).await;
     }
-    // Answered when a pub/sub connection is up again (the topic loop resubscribes it).
-    ctx.topics
-        .borrow_mut()
-        .waiting
-        .entry(channel)
-        .or_default()
-        .append(&mut replies);
 }
 
 /// Runs one request at a time for subscriptions, and batches publishes and ranges into one

@@ -20,7 +20,7 @@
 //!   channel's subscribers on this node with 4010 so their clients reconnect and recover;
 //! - the topic is let go [`RELEASE_AFTER`] after the last interest went, if none came back.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,9 @@ use crate::protocol::{OutMessage, Since};
 pub const RELEASE_AFTER: Duration = Duration::from_secs(5);
 /// A range read to fill a gap that failed (Redis unavailable) is tried again after this.
 const REFILL_AFTER: Duration = Duration::from_secs(1);
-/// Delivered messages kept for a publish answer that arrives after its message.
-const UNCLAIMED_KEEP: usize = 256;
+/// Delivered messages a shard keeps (over all its channels) for a publish answer of this node
+/// that arrives after its message; an answer later than that counts 0 recipients.
+const UNCLAIMED_KEEP: usize = 1024;
 
 /// A connection's recovery waiting for its channel's start position or a range read.
 pub struct RecoverReq {
@@ -60,6 +61,14 @@ struct Claim {
     permit: Permit,
 }
 
+/// A message delivered before any publish of this node claimed it: its recipients' gather.
+pub struct Unclaimed {
+    channel: Arc<str>,
+    offset: u64,
+    gather: Arc<PublishGather>,
+    done: oneshot::Receiver<()>,
+}
+
 /// One followed channel on its owner shard.
 #[derive(Default)]
 pub struct Follow {
@@ -69,7 +78,6 @@ pub struct Follow {
     acks: Vec<usize>,
     recovers: Vec<RecoverReq>,
     claims: BTreeMap<u64, Claim>,
-    unclaimed: VecDeque<(u64, Arc<PublishGather>, oneshot::Receiver<()>)>,
     filling: bool,
 }
 
@@ -239,15 +247,30 @@ impl Shard {
             return;
         };
         let (results, index, permit) = match f.claims.remove(&offset) {
-            Some(c) => (c.results, c.index, Some(c.permit)),
-            None => {
-                let (g, rx) = PublishGather::new(vec![channel.clone()]);
-                f.unclaimed.push_back((offset, g.clone(), rx));
-                if f.unclaimed.len() > UNCLAIMED_KEEP {
-                    f.unclaimed.pop_front();
+            Some(c) => {
+                if f.unused() {
+                    // The interest went while this publish was in flight.
+                    self.releases
+                        .push_back((Instant::now() + RELEASE_AFTER, channel.clone()));
                 }
-                (g, 0, None)
+                (c.results, c.index, Some(c.permit))
             }
+            None => {
+                let (gather, done) = PublishGather::new(vec![channel.clone()]);
+                self.unclaimed.push_back(Unclaimed {
+                    channel: channel.clone(),
+                    offset,
+                    gather: gather.clone(),
+                    done,
+                });
+                if self.unclaimed.len() > UNCLAIMED_KEEP {
+                    self.unclaimed.pop_front();
+                }
+                (gather, 0, None)
+            }
+        };
+        let Some(f) = self.follows.get(channel) else {
+            return;
         };
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
@@ -349,14 +372,15 @@ impl Shard {
             return;
         }
         job.results.sequenced(job.index, pos.offset, &pos.epoch, 0);
-        let delivered = f
+        // Most recent first: the answer is usually right behind its message.
+        let delivered = self
             .unclaimed
             .iter()
-            .position(|(o, _, _)| *o == pos.offset)
-            .and_then(|i| f.unclaimed.remove(i));
+            .rposition(|u| u.offset == pos.offset && u.channel == job.channel)
+            .and_then(|i| self.unclaimed.remove(i));
         match delivered {
             // The message came first: count its recipients once every shard reported them.
-            Some((_, gather, done)) => {
+            Some(Unclaimed { gather, done, .. }) => {
                 tokio::task::spawn_local(async move {
                     let _ = done.await;
                     job.results.report(job.index, gather.recipients(0));

@@ -140,6 +140,8 @@ pub struct Shard {
     follows: HashMap<Arc<str>, cluster::Follow>,
     releases: std::collections::VecDeque<(Instant, Arc<str>)>,
     refills: std::collections::VecDeque<(Instant, Arc<str>)>,
+    /// Cluster mode: recent deliveries no publish answer of this node claimed yet.
+    unclaimed: std::collections::VecDeque<cluster::Unclaimed>,
     /// Cluster mode: when this shard next renews its presence entries in Redis.
     presence_renew_at: Instant,
     scratch: Vec<u8>,
@@ -249,6 +251,7 @@ impl Shard {
                 releases: std::collections::VecDeque::new(),
                 refills: std::collections::VecDeque::new(),
                 presence_renew_at: Instant::now(),
+                unclaimed: std::collections::VecDeque::new(),
                 scratch: vec![0; SCRATCH],
                 next_seq: 0,
                 draining: false,
