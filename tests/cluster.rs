@@ -271,6 +271,7 @@ async fn recipients_count_this_node_and_a_retried_message_id_is_published_once()
 async fn redis_paused_means_503_fast_and_connections_kept_then_recovers() {
     let Some(redis) = Redis::start() else { return };
     let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
     let (mut c, _) = a.connect("/ws").await;
     let r = c.subscribe("odds").await;
     let epoch = r["data"]["epoch"].as_str().unwrap().to_owned();
@@ -301,6 +302,25 @@ async fn redis_paused_means_503_fast_and_connections_kept_then_recovers() {
     let (mut late, _) = a.connect("/ws").await;
     let reply = subscribe_since(&mut late, "odds", 0, &epoch).await;
     assert_eq!(reply["data"]["recovered"], false, "{reply}");
+    // The same on a node that did not follow the channel yet: answered at once, without a
+    // position it cannot know; live messages follow once Redis is back.
+    wait_health(&b, 503).await;
+    let (mut elsewhere, _) = b.connect("/ws").await;
+    let t0 = Instant::now();
+    let reply = subscribe_since(&mut elsewhere, "odds", 1, &epoch).await;
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(
+        (
+            reply["data"]["status"].as_str(),
+            reply["data"]["recovered"].as_bool()
+        ),
+        (Some("subscribed"), Some(false)),
+        "{reply}"
+    );
+    assert!(
+        reply["data"].get("offset").is_none(),
+        "no position while Redis is away: {reply}"
+    );
 
     redis.resume();
     wait_health(&a, 200).await;
@@ -311,6 +331,38 @@ async fn redis_paused_means_503_fast_and_connections_kept_then_recovers() {
         (m["offset"].clone(), m["data"]["n"].clone()),
         (r["results"][0]["offset"].clone(), json!(3)),
         "{m}"
+    );
+    // Node b follows `odds` once Redis answers; its subscriber, told nothing of a position,
+    // then gets every message from some point on, in order, up to the last one.
+    let mut n = 3;
+    let mut last = r["results"][0]["offset"].as_u64().unwrap();
+    let mut seen =
+        match tokio::time::timeout(Duration::from_millis(200), elsewhere.next_json()).await {
+            Ok(m) => Some(m["offset"].as_u64().unwrap()),
+            Err(_) => None,
+        };
+    while seen.is_none() {
+        n += 1;
+        assert!(n < 60, "node b never delivered after Redis came back");
+        let (status, r) = publish(&a, "odds", json!({"n": n})).await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(c.next_json().await["data"]["n"], n);
+        last = r["results"][0]["offset"].as_u64().unwrap();
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), elsewhere.next_json()).await
+        {
+            seen = m["offset"].as_u64();
+        }
+    }
+    let mut at = seen.unwrap();
+    while at < last {
+        let m = elsewhere.next_json().await;
+        assert_eq!(m["offset"].as_u64(), Some(at + 1), "in order, no gap: {m}");
+        at += 1;
+    }
+    let (_, r) = publish(&a, "odds", json!({"n": n + 1})).await;
+    assert_eq!(
+        elsewhere.next_json().await["offset"],
+        r["results"][0]["offset"]
     );
 }
 

@@ -234,7 +234,7 @@ impl Shard {
         conn_id: u64,
         answer: Answer,
     ) {
-        if self.views.get(channel).is_some_and(|v| !v.acked) {
+        if answer.current && self.views.get(channel).is_some_and(|v| !v.acked) {
             self.on_interest_ack(channel, answer.offset, answer.epoch.clone());
         }
         let head = self
@@ -293,7 +293,7 @@ impl Shard {
         match r.recovery {
             Recovery::Answered(answer) => {
                 let recovered = answer.replay.is_ok();
-                let position = Some((answer.offset, answer.epoch));
+                let position = answer.current.then_some((answer.offset, answer.epoch));
                 self.render_channel_reply(key, &r.name, true, reply_to, position, Some(recovered));
                 if let Ok(frames) = answer.replay {
                     self.replay(key, frames, replay_filter.as_ref());

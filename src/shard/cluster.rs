@@ -392,11 +392,34 @@ impl Shard {
 
     /// Owner side of `Recover` in cluster mode.
     pub(super) fn cluster_recover(&mut self, channel: Arc<str>, req: RecoverReq) {
+        let redis_down = self
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| !c.is_healthy());
+        let inbox = self.shared.inboxes[req.shard].clone();
         let Some(f) = self.follow(&channel) else {
             return;
         };
         if !f.mirror.is_live() {
-            f.recovers.push(req);
+            if redis_down {
+                // Redis is unreachable: refuse the recovery now (never wait or replay part),
+                // and acknowledge the subscription when Redis answers again.
+                f.acks.push(req.shard);
+                let _ = inbox.send(ShardMsg::Recovered {
+                    channel,
+                    key: req.key,
+                    conn_id: req.conn_id,
+                    answer: Answer {
+                        offset: 0,
+                        epoch: Arc::from(""),
+                        current: false,
+                        replay: Err(Miss::Unavailable),
+                    },
+                });
+            } else {
+                f.recovers.push(req);
+            }
             return;
         }
         self.try_recover(&channel, req);
@@ -477,6 +500,7 @@ impl Shard {
             answer: Answer {
                 offset,
                 epoch,
+                current: true,
                 replay,
             },
         });

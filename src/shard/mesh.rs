@@ -174,6 +174,10 @@ pub enum RangeFor {
 pub struct Answer {
     pub offset: u64,
     pub epoch: Arc<str>,
+    /// `offset`/`epoch` are the channel's position, and the answer acknowledges the view.
+    /// False only in cluster mode when Redis is unreachable and the owner does not follow the
+    /// channel yet: the reply then has no position, and the owner's `InterestAck` comes later.
+    pub current: bool,
     pub replay: Result<Vec<Bytes>, crate::engine::Miss>,
 }
 

@@ -117,6 +117,7 @@ impl Shard {
         Answer {
             offset,
             epoch,
+            current: true,
             replay,
         }
     }
