@@ -192,6 +192,35 @@ def main():
     write("token", "zeros", bytes(64))
     write("token", "ramp", bytes(range(256)))
 
+    # mirror: structured (arbitrary), encoded by mi_input. Offer offsets are `released - 3 +
+    # delta % 12` (just `delta` while released < 3), Near positions `released - 4 + n % 16`.
+    write("mirror", "zeros", bytes(64))
+    write("mirror", "ramp", bytes(range(256)))
+    # Held out of order before start (another epoch among them), start at 3: 4 and 5 go out, a
+    # gap (5, 7) until 6 comes, then 4..=7 are recent.
+    write("mirror", "out-of-order", mi_input(4, [
+        ("offer", 5, 0), ("offer", 4, 0), ("offer", 7, 0), ("offer", 6, 1), ("offer", 2, 0),
+        ("start", ("near", 3), 0), ("offer", 4, 0), ("step", 100), ("offer", 4, 0),
+        ("offer", 1, 0), ("since", 4, 0, 1000, 30), ("since", 5, 0, 1000, 30),
+        ("after", 2, 1000), ("since", 0, 1, 1000, 30)]))
+    # Live at A, another epoch is reported, reset at B: the recent frames are gone.
+    write("mirror", "epoch-change-reset", mi_input(8, [
+        ("start", ("near", 4), 0), ("offer", 1, 0), ("offer", 2, 0), ("offer", 3, 1),
+        ("offer", 4, 0), ("since", 2, 0, 500, 10), ("reset", ("near", 6), 1),
+        ("since", 2, 0, 500, 10), ("offer", 4, 0), ("offer", 4, 1), ("offer", 5, 1),
+        ("after", 5, 500), ("start", ("near", 2), 1), ("offer", 5, 1)]))
+    # Positions at the top of u64: releases up to u64::MAX, then nothing can follow.
+    write("mirror", "far", mi_input(3, [
+        ("start", ("far", 3), 2), ("offer", 4, 2), ("offer", 6, 2), ("offer", 5, 2),
+        ("offer", 4, 2), ("since", 2, 0, 900, 5), ("offer", 11, 2), ("reset", ("far", 0), 0),
+        ("offer", 11, 0), ("since", 0, 1, 900, 5), ("start", ("far", 1), 0), ("offer", 4, 0)]))
+    # Releases spread over time: ttl hides the old ones from since (all or nothing) and after.
+    write("mirror", "ttl", mi_input(10, [
+        ("start", ("near", 4), 0), ("offer", 1, 0), ("step", 300), ("offer", 4, 0),
+        ("step", 300), ("offer", 4, 0), ("step", 300), ("offer", 4, 0),
+        ("since", 1, 0, 700, 20), ("since", 2, 0, 700, 20), ("since", 3, 0, 700, 20),
+        ("after", 4, 700), ("step", 999), ("since", 1, 0, 700, 20)]))
+
 
 
 def ce_input(ttl, ops):
@@ -220,6 +249,28 @@ def ce_input(ttl, ops):
         else:
             out += variant(3)
     return out + b"\x00"
+
+
+def mi_input(size, ops):
+    """Bytes that `arbitrary` decodes to mirror's `Input { size, ops }`."""
+    def at(a):
+        return variant(["near", "far"].index(a[0]), 2) + bytes([a[1]])
+    enc = []
+    for op in ops:
+        kind = op[0]
+        if kind == "offer":
+            enc.append(variant(0, 6) + bytes([op[1], op[2]]))
+        elif kind == "start":
+            enc.append(variant(1, 6) + at(op[1]) + bytes([op[2]]))
+        elif kind == "reset":
+            enc.append(variant(2, 6) + at(op[1]) + bytes([op[2]]))
+        elif kind == "step":
+            enc.append(variant(3, 6) + struct.pack("<H", op[1]))
+        elif kind == "since":  # back, ahead, ttl_ms, max
+            enc.append(variant(4, 6) + bytes([op[1], op[2]]) + struct.pack("<HB", op[3], op[4]))
+        else:  # after: back, ttl_ms
+            enc.append(variant(5, 6) + bytes([op[1]]) + struct.pack("<H", op[2]))
+    return bytes([size]) + flagged(enc)
 
 
 def variant(i, n):
