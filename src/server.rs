@@ -75,9 +75,10 @@ fn start_cluster(
             to_owner(&channel.clone(), ShardMsg::Remote { channel, remote })
         })
     };
-    let resumed = Arc::new(move |channel: Arc<str>| {
-        to_owner(&channel.clone(), ShardMsg::Resumed { channel })
-    });
+    let resumed = {
+        let to_owner = to_owner.clone();
+        Arc::new(move |channel: Arc<str>| to_owner(&channel.clone(), ShardMsg::Resumed { channel }))
+    };
     let direct = {
         let inboxes = inboxes.to_vec();
         Arc::new(move |user_id: Option<String>, frame: bytes::Bytes| {
@@ -95,10 +96,17 @@ fn start_cluster(
             }
         })
     };
+    let join_leave = Arc::new(move |channel: Arc<str>, frame| {
+        to_owner(
+            &channel.clone(),
+            ShardMsg::RemoteJoinLeave { channel, frame },
+        )
+    });
     let callbacks = crate::cluster::Callbacks {
         deliver,
         resumed,
         direct,
+        join_leave,
     };
     let cluster = crate::cluster::Cluster::start(settings, callbacks)?;
     tracing::info!(

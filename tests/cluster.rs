@@ -582,3 +582,48 @@ async fn several_redis_urls_spread_channels_each_on_one_instance() {
     }
     assert!(on[0] > 0 && on[1] > 0, "both instances used: {on:?}");
 }
+
+#[tokio::test]
+async fn join_and_leave_events_cross_nodes_once() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, &[]).await;
+    let b = node(&redis, &[]).await;
+    let (mut listener, _) = a.connect("/ws").await;
+    listener
+        .send_json(&json!({"event_type":"user_subscription","message_id":"l",
+            "data":{"channel":"game_5","join_leave":true}}))
+        .await;
+    assert_eq!(listener.next_json().await["data"]["status"], "subscribed");
+    // As on one node, a watcher sees its own join first.
+    let own = listener.next_json().await;
+    assert_eq!(own["event_type"], "join", "{own}");
+    let (mut guest, ack) = b.connect("/ws?user_id=gus").await;
+    guest.subscribe("game_5").await;
+    let id = ack["data"]["connection_id"].as_str().unwrap().to_owned();
+    let m = listener.next_json().await;
+    assert_eq!(
+        (
+            m["event_type"].as_str(),
+            m["channel"].as_str(),
+            m["data"]["connection_id"].as_str(),
+            m["data"]["user_id"].as_str()
+        ),
+        (Some("join"), Some("game_5"), Some(id.as_str()), Some("gus")),
+        "{m}"
+    );
+    assert!(m.get("offset").is_none(), "not numbered: {m}");
+    guest.close(1000).await;
+    let m = listener.next_json().await;
+    assert_eq!(
+        (
+            m["event_type"].as_str(),
+            m["data"]["connection_id"].as_str()
+        ),
+        (Some("leave"), Some(id.as_str())),
+        "{m}"
+    );
+    // Exactly once: the next message is a live one.
+    let (status, r) = publish(&b, "game_5", json!({"n": 1})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(listener.next_json().await["offset"], 1);
+}

@@ -194,6 +194,13 @@ async fn topic_loop(ctx: Rc<Ctx>, client: redis::Client, cb: Callbacks) {
         while let Some(msg) = stream.next().await {
             let raw = msg.get_payload_bytes();
             let read = match wire::parse_topic(&prefix, msg.get_channel_name()) {
+                Some(wire::Topic::Channel(channel)) if raw.starts_with(b"jl ") => {
+                    wire::parse_join_leave(raw).map(|(node, json)| {
+                        if node != &*ctx.node_id {
+                            (cb.join_leave)(Arc::from(channel), crate::codec::text_frame(json));
+                        }
+                    })
+                }
                 Some(wire::Topic::Channel(channel)) => wire::parse_payload(raw).map(|p| {
                     let remote = Remote {
                         offset: p.offset,
@@ -353,6 +360,7 @@ async fn run_batch(ctx: &Ctx, work: Vec<Request>) {
             Request::PresenceGet { reply, .. } => {
                 reply(v.and_then(read_presence).ok_or(super::Unavailable))
             }
+            Request::JoinLeave { .. } => {}
             Request::Presence { channel, .. } => {
                 if !matches!(v, Some(Value::Int(_))) {
                     tracing::warn!(redis = %ctx.name, channel = %channel, "presence not written");
@@ -446,6 +454,15 @@ async fn pipeline(ctx: &Ctx, work: &[Request]) -> Result<Vec<Value>, ()> {
                     .arg(2)
                     .arg(&hash)
                     .arg(&exp);
+            }
+            Request::JoinLeave { channel, json } => {
+                let mut payload = b"jl ".to_vec();
+                payload.extend_from_slice(ctx.node_id.as_bytes());
+                payload.push(b' ');
+                payload.extend_from_slice(json);
+                pipe.cmd("PUBLISH")
+                    .arg(wire::topic(&s.prefix, channel))
+                    .arg(payload);
             }
             Request::Direct { user, json, .. } => {
                 let topic = match user {

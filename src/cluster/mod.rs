@@ -98,6 +98,9 @@ pub enum Request {
         json: Bytes,
         reply: Reply<()>,
     },
+    /// A `join`/`leave` event of this node's connection, for the other nodes' listeners (on
+    /// the channel's topic; not stored, not numbered).
+    JoinLeave { channel: Arc<str>, json: Bytes },
     /// This node has (`on`) or no longer has a connection of `user`: follow its topic.
     FollowUser { user: String, on: bool },
     /// Presence entries of this node's connections (connection id, JSON): added or renewed
@@ -124,6 +127,7 @@ impl Request {
             | Request::Unsubscribe { channel }
             | Request::Range { channel, .. }
             | Request::Presence { channel, .. }
+            | Request::JoinLeave { channel, .. }
             | Request::PresenceGet { channel, .. } => channel,
             Request::Direct { user, .. } => user.as_deref().unwrap_or(""),
             Request::FollowUser { user, .. } => user,
@@ -139,8 +143,10 @@ impl Request {
             Request::Range { reply, .. } => reply(Err(Unavailable)),
             Request::Direct { reply, .. } => reply(Err(Unavailable)),
             Request::PresenceGet { reply, .. } => reply(Err(Unavailable)),
-            Request::Unsubscribe { .. } | Request::FollowUser { .. } | Request::Presence { .. } => {
-            }
+            Request::Unsubscribe { .. }
+            | Request::FollowUser { .. }
+            | Request::Presence { .. }
+            | Request::JoinLeave { .. } => {}
         }
     }
 }
@@ -156,6 +162,8 @@ pub struct Callbacks {
     /// A message of another node to every connection of a user (None: to every connection),
     /// as a complete frame.
     pub direct: Arc<dyn Fn(Option<String>, Bytes) + Send + Sync>,
+    /// Another node's `join`/`leave` frame of a channel.
+    pub join_leave: Arc<dyn Fn(Arc<str>, Bytes) + Send + Sync>,
 }
 
 /// Settings of the engine.

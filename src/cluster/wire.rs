@@ -8,7 +8,8 @@
 //! - `p:presence:{c}` (connection id → `{"user_id","connection_id"}`) and `p:presence-exp:{c}`
 //!   (connection id → expiry, Redis time in ms): presence, renewed by each node for its own
 //!   connections, so a dead node's entries expire;
-//! - `p:ch:{c}`: the pub/sub topic; a payload is `"<offset> <epoch> <json>"`;
+//! - `p:ch:{c}`: the pub/sub topic; a payload is `"<offset> <epoch> <json>"`, or
+//!   `"jl <node id> <json>"` for a `join`/`leave` event (not numbered);
 //! - `p:user:{u}`: messages to every connection of user `u` (`/api/send` without a channel),
 //!   and `p:bc`: broadcasts; a payload is `"<node id> <json>"`, so the sending node, which has
 //!   already delivered it, skips its own.
@@ -88,6 +89,11 @@ pub fn parse_topic<'a>(prefix: &str, topic: &'a str) -> Option<Topic<'a>> {
     }
     let u = rest.strip_prefix(":user:{")?.strip_suffix('}')?;
     Some(Topic::User(u))
+}
+
+/// A `join`/`leave` event on a channel topic: `"jl <node id> <json>"`.
+pub fn parse_join_leave(raw: &[u8]) -> Option<(&str, &[u8])> {
+    parse_direct(raw.strip_prefix(b"jl ")?)
 }
 
 /// Reads `"<node id> <json>"` (a user message or a broadcast).

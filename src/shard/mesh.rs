@@ -150,6 +150,8 @@ pub enum ShardMsg {
         purpose: RangeFor,
         result: Result<crate::cluster::Range, crate::cluster::Unavailable>,
     },
+    /// Cluster mode, to the owner: another node's `join`/`leave` frame of `channel`.
+    RemoteJoinLeave { channel: Arc<str>, frame: Bytes },
     /// Cluster mode, to the owner: the topic was subscribed again after a lost connection.
     Resumed { channel: Arc<str> },
     /// Cluster mode, from the owner: `channel`'s stream cannot be continued (a gap Redis could

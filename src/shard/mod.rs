@@ -823,6 +823,7 @@ impl Shard {
                 result,
             } => self.on_ranged(channel, purpose, result),
             ShardMsg::Resumed { channel } => self.on_resumed(channel),
+            ShardMsg::RemoteJoinLeave { channel, frame } => self.hand_join_leave(&channel, frame),
             ShardMsg::Lost { channel } => self.on_lost(&channel),
         }
     }

@@ -187,10 +187,11 @@ impl Shard {
     /// Owner side of `JoinLeave`: encodes the event once, if any shard listens, and hands it
     /// to those shards.
     pub(super) fn on_join_leave(&mut self, stream: Arc<str>, join: bool, who: Present) {
-        let shards: Vec<usize> = match self.listeners.get(&stream) {
-            Some(s) if !s.is_empty() => s.iter().collect(),
-            _ => return,
-        };
+        let listened = self.listeners.get(&stream).is_some_and(|s| !s.is_empty());
+        // Cluster mode: the other nodes' listeners may want it too.
+        if !listened && self.shared.cluster.is_none() {
+            return;
+        }
         let mut data = json!({ "connection_id": who.connection_id });
         if let (Some(u), Some(obj)) = (who.user_id.as_deref(), data.as_object_mut()) {
             obj.insert("user_id".into(), json!(u));
@@ -205,9 +206,25 @@ impl Shard {
             timestamp: None,
             data: &data,
         });
+        if let Some(c) = &self.shared.cluster {
+            let json = frame_payload(&frame).map(Bytes::copy_from_slice);
+            c.send(crate::cluster::Request::JoinLeave {
+                channel: stream.clone(),
+                json: json.unwrap_or_default(),
+            });
+        }
+        self.hand_join_leave(&stream, frame);
+    }
+
+    /// Hands a `join`/`leave` frame (this node's or another's) to the listening shards.
+    pub(super) fn hand_join_leave(&mut self, stream: &Arc<str>, frame: Bytes) {
+        let shards: Vec<usize> = match self.listeners.get(stream) {
+            Some(s) => s.iter().collect(),
+            None => return,
+        };
         for shard in shards {
             if shard == self.id {
-                self.on_join_leave_frame(&stream, frame.clone());
+                self.on_join_leave_frame(stream, frame.clone());
             } else {
                 let _ = self.shared.inboxes[shard].send(ShardMsg::JoinLeaveFrame {
                     channel: stream.clone(),
