@@ -627,3 +627,65 @@ async fn join_and_leave_events_cross_nodes_once() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(listener.next_json().await["offset"], 1);
 }
+
+#[tokio::test]
+async fn a_plain_subscription_while_redis_is_away_is_refused_in_bounded_time() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, &[]).await;
+    redis.pause();
+    wait_health(&a, 503).await;
+    let (mut c, _) = a.connect("/ws").await;
+    let t0 = Instant::now();
+    c.send_json(
+        &json!({"event_type":"user_subscription","message_id":"s1","data":{"channel":"lines"}}),
+    )
+    .await;
+    let r = c.next_json().await;
+    assert_eq!(
+        (
+            r["event_type"].as_str(),
+            r["reply_to"].as_str(),
+            r["data"]["code"].as_str()
+        ),
+        (Some("error"), Some("s1"), Some("unavailable")),
+        "{r}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "refused after {:?}",
+        t0.elapsed()
+    );
+    // Asked again while Redis is still away: refused at once, and the connection is served.
+    c.send_json(
+        &json!({"event_type":"user_subscription","message_id":"s2","data":{"channel":"lines"}}),
+    )
+    .await;
+    assert_eq!(c.next_json().await["data"]["code"], "unavailable");
+    c.send_json(&json!({"event_type":"heartbeat","message_id":"hb"}))
+        .await;
+    assert_eq!(c.next_json().await["reply_to"], "hb");
+    redis.resume();
+    wait_health(&a, 200).await;
+    // Once the owner follows the channel again, subscribing works.
+    let t0 = Instant::now();
+    loop {
+        c.send_json(
+            &json!({"event_type":"user_subscription","message_id":"s3","data":{"channel":"lines"}}),
+        )
+        .await;
+        let r = c.next_json().await;
+        if r["data"]["status"] == "subscribed" {
+            assert_eq!(r["data"]["offset"], 0, "{r}");
+            break;
+        }
+        assert_eq!(r["data"]["code"], "unavailable", "{r}");
+        assert!(
+            t0.elapsed() < WAIT,
+            "never subscribed after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, r) = publish(&a, "lines", json!({"n": 1})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(c.next_json().await["offset"], 1);
+}

@@ -33,6 +33,8 @@ pub(crate) struct Resolved {
     filter: Option<Filter>,
     join_leave: bool,
     recovery: Recovery,
+    /// Cluster mode: the owner could not follow the channel in time (Redis unreachable).
+    refused: bool,
 }
 
 /// Where a subscription with `since` stands.
@@ -73,6 +75,7 @@ impl Shard {
                 filter: spec.filter,
                 join_leave: spec.join_leave,
                 recovery: spec.since.map_or(Recovery::None, Recovery::Wanted),
+                refused: false,
             })
             .collect();
         // Overlap the round trips of the plain channels.
@@ -105,6 +108,7 @@ impl Shard {
                 filter: None,
                 join_leave: false,
                 recovery: Recovery::None,
+                refused: false,
             })
             .collect();
         let op = ChannelOp {
@@ -165,9 +169,16 @@ impl Shard {
         let Ok(stream) = &r.stream else {
             return true;
         };
+        if r.refused {
+            return true;
+        }
         match std::mem::replace(&mut r.recovery, Recovery::None) {
             Recovery::None => {
                 if self.ensure_view(stream) {
+                    return true;
+                }
+                if self.views.get(stream).is_some_and(|v| v.refused) {
+                    r.refused = true;
                     return true;
                 }
                 self.wait_on(stream, key, conn_id);
@@ -215,6 +226,30 @@ impl Shard {
         }
         self.wait_on(stream, key, conn_id);
         false
+    }
+
+    /// Cluster mode: the owner could not follow `channel` in time. Requests waiting on it get
+    /// an `unavailable` error for it and go on; the view stays pending (the owner's ack comes
+    /// when Redis answers, for the connections subscribed at connect).
+    pub(super) fn on_interest_refused(&mut self, channel: &Arc<str>) {
+        let Some(view) = self.views.get_mut(channel).filter(|v| !v.acked) else {
+            return;
+        };
+        view.refused = true;
+        for (key, conn_id) in std::mem::take(&mut view.waiters) {
+            let head = self
+                .conns
+                .get_mut(key)
+                .filter(|c| c.id == conn_id)
+                .and_then(|c| c.parked.as_mut())
+                .and_then(|p| p.op.entries.front_mut())
+                .filter(|r| r.stream.as_ref().is_ok_and(|s| s == channel));
+            if let Some(r) = head {
+                r.refused = true;
+            }
+            self.advance(key, conn_id);
+        }
+        self.flush_dirty();
     }
 
     fn wait_on(&mut self, stream: &Arc<str>, key: usize, conn_id: u64) {
@@ -270,6 +305,14 @@ impl Shard {
                 return;
             }
         };
+        if r.refused {
+            let why = format!(
+                "{}: the Redis engine is unavailable; subscribe again later",
+                r.name
+            );
+            self.reply_error(key, ErrorCode::Unavailable, why, reply_to);
+            return;
+        }
         let max = self.shared.config.max_subscriptions;
         let already = self
             .registry

@@ -144,7 +144,11 @@ impl Shard {
                         epoch,
                     });
                 }
-                None => f.acks.push(shard),
+                None => {
+                    f.acks.push(shard);
+                    self.ack_checks
+                        .push_back((Instant::now() + crate::cluster::TIMEOUT, channel));
+                }
             }
         } else if let Some(f) = self.follows.get_mut(&channel) {
             f.interest.remove(shard);
@@ -723,6 +727,23 @@ impl Shard {
     /// range reads that failed [`REFILL_AFTER`] ago (equal delays: each queue is in deadline
     /// order, no scan).
     pub(super) fn release_follows(&mut self, now: Instant) {
+        while self.ack_checks.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, channel)) = self.ack_checks.pop_front() else {
+                break;
+            };
+            let Some(f) = self.follows.get(&channel).filter(|f| !f.mirror.is_live()) else {
+                continue;
+            };
+            // Still waiting for Redis: waiting requests are answered now; the acks stay.
+            let mut shards = f.acks.clone();
+            shards.sort_unstable();
+            shards.dedup();
+            for shard in shards {
+                let _ = self.shared.inboxes[shard].send(ShardMsg::InterestRefused {
+                    channel: channel.clone(),
+                });
+            }
+        }
         while self.refills.front().is_some_and(|(at, _)| *at <= now) {
             if let Some((_, channel)) = self.refills.pop_front() {
                 self.on_resumed(channel);

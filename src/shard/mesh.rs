@@ -150,6 +150,9 @@ pub enum ShardMsg {
         purpose: RangeFor,
         result: Result<crate::cluster::Range, crate::cluster::Unavailable>,
     },
+    /// Cluster mode, from the owner: it could not follow `channel` within the Redis timeout;
+    /// requests waiting for it are answered `unavailable` (its `InterestAck` comes later).
+    InterestRefused { channel: Arc<str> },
     /// Cluster mode, to the owner: another node's `join`/`leave` frame of `channel`.
     RemoteJoinLeave { channel: Arc<str>, frame: Bytes },
     /// Cluster mode, to the owner: the topic was subscribed again after a lost connection.

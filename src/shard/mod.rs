@@ -93,6 +93,9 @@ struct View {
     recovering: u32,
     /// Local connections whose subscription asked for `join` / `leave` events.
     join_leave: Vec<usize>,
+    /// Cluster mode: the owner could not follow the channel in time; until its ack, new
+    /// requests about it are answered `unavailable` at once instead of waiting.
+    refused: bool,
 }
 
 use channels::Parked;
@@ -107,6 +110,7 @@ impl View {
             waiters: Vec::new(),
             recovering: 0,
             join_leave: Vec::new(),
+            refused: false,
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct Shard {
     follows: HashMap<Arc<str>, cluster::Follow>,
     releases: std::collections::VecDeque<(Instant, Arc<str>)>,
     refills: std::collections::VecDeque<(Instant, Arc<str>)>,
+    /// Channels whose waiting interests are refused if still unanswered at the deadline.
+    ack_checks: std::collections::VecDeque<(Instant, Arc<str>)>,
     /// Cluster mode: recent deliveries no publish answer of this node claimed yet.
     unclaimed: std::collections::VecDeque<cluster::Unclaimed>,
     /// Cluster mode: when this shard next renews its presence entries in Redis.
@@ -250,6 +256,7 @@ impl Shard {
                 follows: HashMap::new(),
                 releases: std::collections::VecDeque::new(),
                 refills: std::collections::VecDeque::new(),
+                ack_checks: std::collections::VecDeque::new(),
                 presence_renew_at: Instant::now(),
                 unclaimed: std::collections::VecDeque::new(),
                 scratch: vec![0; SCRATCH],
@@ -823,6 +830,7 @@ impl Shard {
                 result,
             } => self.on_ranged(channel, purpose, result),
             ShardMsg::Resumed { channel } => self.on_resumed(channel),
+            ShardMsg::InterestRefused { channel } => self.on_interest_refused(&channel),
             ShardMsg::RemoteJoinLeave { channel, frame } => self.hand_join_leave(&channel, frame),
             ShardMsg::Lost { channel } => self.on_lost(&channel),
         }
@@ -1089,6 +1097,7 @@ impl Shard {
             return;
         };
         view.acked = true;
+        view.refused = false;
         view.tail = offset;
         view.epoch = epoch;
         let waiters = std::mem::take(&mut view.waiters);
