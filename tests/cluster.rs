@@ -54,6 +54,17 @@ async fn subscribe_since(c: &mut Client, channel: &str, offset: u64, epoch: &str
     r
 }
 
+/// A subscriber of `odds` on `n` that got offset 1 (published through `n`), with the epoch.
+async fn odds_subscriber_at_1(n: &Server) -> (Client, String) {
+    let (mut c, _) = n.connect("/ws").await;
+    let r = c.subscribe("odds").await;
+    let epoch = r["data"]["epoch"].as_str().unwrap().to_owned();
+    let (status, body) = publish(n, "odds", json!({"n": 1})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(c.next_json().await["offset"], 1);
+    (c, epoch)
+}
+
 /// Topics Redis has subscribers for.
 fn topics(redis: &Redis) -> HashSet<String> {
     redis
@@ -272,12 +283,7 @@ async fn redis_paused_means_503_fast_and_connections_kept_then_recovers() {
     let Some(redis) = Redis::start() else { return };
     let a = node(&redis, &[]).await;
     let b = node(&redis, &[]).await;
-    let (mut c, _) = a.connect("/ws").await;
-    let r = c.subscribe("odds").await;
-    let epoch = r["data"]["epoch"].as_str().unwrap().to_owned();
-    let (status, _) = publish(&a, "odds", json!({"n": 1})).await;
-    assert_eq!(status, 200);
-    assert_eq!(c.next_json().await["offset"], 1);
+    let (mut c, epoch) = odds_subscriber_at_1(&a).await;
 
     redis.pause();
     let noticed = wait_health(&a, 503).await;
@@ -372,12 +378,7 @@ async fn redis_restarted_empty_closes_subscribers_with_4010() {
         return;
     };
     let a = node(&redis, &[]).await;
-    let (mut c, _) = a.connect("/ws").await;
-    let r = c.subscribe("odds").await;
-    let epoch = r["data"]["epoch"].as_str().unwrap().to_owned();
-    let (status, _) = publish(&a, "odds", json!({"n": 1})).await;
-    assert_eq!(status, 200);
-    assert_eq!(c.next_json().await["offset"], 1);
+    let (mut c, epoch) = odds_subscriber_at_1(&a).await;
 
     redis.restart_empty();
     wait_health(&a, 200).await;

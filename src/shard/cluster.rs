@@ -297,17 +297,7 @@ impl Shard {
             index,
             _permit: permit,
         });
-        for &shard in &targets {
-            if self.shared.inboxes[shard]
-                .send(ShardMsg::Deliver(msg.clone()))
-                .is_err()
-            {
-                msg.results.report(msg.index, 0);
-            }
-        }
-        self.targets = targets;
-        let n = if local { self.fan_out(&msg) } else { 0 };
-        msg.results.report(msg.index, n);
+        self.hand_out(msg, targets, local);
     }
 
     /// Owner side of a publish in cluster mode: the script assigns the offset.
@@ -595,27 +585,10 @@ impl Shard {
         }
         let mut out = Vec::with_capacity((top - since.offset) as usize);
         let mut next = since.offset + 1;
-        for (o, frame) in range.frames {
-            if o > top {
-                break;
-            }
-            if o != next {
-                return Err(Miss::Trimmed);
-            }
-            out.push(frame);
-            next += 1;
-        }
+        take_run(&mut out, &mut next, top, range.frames)?;
         if next <= top {
-            for (o, frame) in f.mirror.recent_after(next - 1, Instant::now(), ttl) {
-                if o > top {
-                    break;
-                }
-                if o != next {
-                    return Err(Miss::Trimmed);
-                }
-                out.push(frame);
-                next += 1;
-            }
+            let recent = f.mirror.recent_after(next - 1, Instant::now(), ttl);
+            take_run(&mut out, &mut next, top, recent)?;
         }
         if next == top + 1 {
             Ok(out)
@@ -762,4 +735,25 @@ impl Shard {
             }
         }
     }
+}
+
+/// Appends the frames of `frames` from offset `*next` up to `top` to `out`, consecutively; a
+/// hole is a miss.
+fn take_run(
+    out: &mut Vec<Bytes>,
+    next: &mut u64,
+    top: u64,
+    frames: Vec<(u64, Bytes)>,
+) -> Result<(), Miss> {
+    for (o, frame) in frames {
+        if o > top {
+            break;
+        }
+        if o != *next {
+            return Err(Miss::Trimmed);
+        }
+        out.push(frame);
+        *next += 1;
+    }
+    Ok(())
 }

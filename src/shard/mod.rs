@@ -874,6 +874,14 @@ impl Shard {
             index: job.index,
             _permit: Some(job.permit),
         });
+        // Local subscribers need no queue round trip. Order holds: only this shard produces
+        // this channel's messages, so none of them can be waiting in our own inbox.
+        self.hand_out(msg, targets, local);
+    }
+
+    /// Sends a sequenced message to the other interested shards (`targets`, this shard's
+    /// reused buffer) and fans it out here if `local`; each reports its count.
+    fn hand_out(&mut self, msg: Arc<ChannelMessage>, targets: Vec<usize>, local: bool) {
         for &shard in &targets {
             if self.shared.inboxes[shard]
                 .send(ShardMsg::Deliver(msg.clone()))
@@ -884,8 +892,6 @@ impl Shard {
             }
         }
         self.targets = targets;
-        // Local subscribers need no queue round trip. Order holds: only this shard produces
-        // this channel's messages, so none of them can be waiting in our own inbox.
         let n = if local { self.fan_out(&msg) } else { 0 };
         msg.results.report(msg.index, n);
     }
