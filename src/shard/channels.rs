@@ -237,19 +237,22 @@ impl Shard {
         };
         view.refused = true;
         for (key, conn_id) in std::mem::take(&mut view.waiters) {
-            let head = self
-                .conns
-                .get_mut(key)
-                .filter(|c| c.id == conn_id)
-                .and_then(|c| c.parked.as_mut())
-                .and_then(|p| p.op.entries.front_mut())
-                .filter(|r| r.stream.as_ref().is_ok_and(|s| s == channel));
-            if let Some(r) = head {
+            if let Some(r) = self.parked_head(key, conn_id, channel) {
                 r.refused = true;
             }
             self.advance(key, conn_id);
         }
         self.flush_dirty();
+    }
+
+    /// The next channel of connection `conn_id`'s parked request, if it is `channel`.
+    fn parked_head(&mut self, key: usize, conn_id: u64, channel: &str) -> Option<&mut Resolved> {
+        self.conns
+            .get_mut(key)
+            .filter(|c| c.id == conn_id)
+            .and_then(|c| c.parked.as_mut())
+            .and_then(|p| p.op.entries.front_mut())
+            .filter(|r| r.stream.as_ref().is_ok_and(|s| &**s == channel))
     }
 
     fn wait_on(&mut self, stream: &Arc<str>, key: usize, conn_id: u64) {
@@ -272,14 +275,7 @@ impl Shard {
         if answer.current && self.views.get(channel).is_some_and(|v| !v.acked) {
             self.on_interest_ack(channel, answer.offset, answer.epoch.clone());
         }
-        let head = self
-            .conns
-            .get_mut(key)
-            .filter(|c| c.id == conn_id)
-            .and_then(|c| c.parked.as_mut())
-            .and_then(|p| p.op.entries.front_mut())
-            .filter(|r| r.stream.as_ref().is_ok_and(|s| s == channel));
-        if let Some(r) = head {
+        if let Some(r) = self.parked_head(key, conn_id, channel) {
             if matches!(r.recovery, Recovery::Asked) {
                 r.recovery = Recovery::Answered(answer);
             }

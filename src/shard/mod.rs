@@ -785,22 +785,19 @@ impl Shard {
                 key,
                 conn_id,
                 since,
-            } if self.shared.cluster.is_some() => {
-                let req = cluster::RecoverReq {
-                    shard,
-                    key,
-                    conn_id,
-                    since,
-                };
-                self.cluster_recover(channel, req)
+            } => {
+                if self.shared.cluster.is_some() {
+                    let req = cluster::RecoverReq {
+                        shard,
+                        key,
+                        conn_id,
+                        since,
+                    };
+                    self.cluster_recover(channel, req)
+                } else {
+                    self.on_recover(channel, shard, key, conn_id, since)
+                }
             }
-            ShardMsg::Recover {
-                channel,
-                shard,
-                key,
-                conn_id,
-                since,
-            } => self.on_recover(channel, shard, key, conn_id, since),
             ShardMsg::Recovered {
                 channel,
                 key,
