@@ -7,7 +7,7 @@
 //! offsets in the order it asked. A subscription is confirmed by Redis before the channel's
 //! position is read, so every message above that position reaches the topic reader.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +90,9 @@ struct Ctx {
     presence_remove: redis::Script,
     presence_get: redis::Script,
     topics: RefCell<Topics>,
+    /// The scripts were loaded on the current connection and nothing failed since (a failure
+    /// may mean a restarted Redis, which has none).
+    scripts_loaded: Cell<bool>,
     healthy: Arc<AtomicBool>,
     name: String,
 }
@@ -117,6 +120,7 @@ async fn run_instance(settings: Settings, node_id: Arc<str>, end: InstanceEnd, c
         presence_remove: redis::Script::new(super::scripts::PRESENCE_REMOVE),
         presence_get: redis::Script::new(super::scripts::PRESENCE_GET),
         topics: RefCell::new(Topics::default()),
+        scripts_loaded: Cell::new(false),
         healthy: end.healthy,
         name: end.name,
     });
@@ -134,6 +138,9 @@ async fn health_loop(ctx: Rc<Ctx>) {
                 .await,
             Ok(Ok(_))
         );
+        if !ok {
+            ctx.scripts_loaded.set(false);
+        }
         let was = ctx.healthy.swap(ok, Ordering::AcqRel);
         if was != ok {
             if ok {
@@ -326,23 +333,27 @@ async fn command_loop(ctx: Rc<Ctx>, mut requests: mpsc::UnboundedReceiver<Reques
 }
 
 /// One pipeline of publishes and ranges; every request is answered, in order.
+///
+/// The scripts are loaded before a pipeline unless they are known to be. Redis may still lose
+/// them (restarted, or `SCRIPT FLUSH`) and get them back from another node while a pipeline
+/// runs, so some entries answer NOSCRIPT (they did not run) and others ran: see [`to_retry`].
 async fn run_batch(ctx: &Ctx, work: Vec<Request>) {
-    let mut answers = pipeline(ctx, &work).await;
-    if answers.as_ref().is_ok_and(|a| a.iter().any(is_noscript)) {
-        // Redis restarted or flushed its scripts: load them and run the batch again (a
-        // NOSCRIPT entry did not run; this loads every script).
-        let mut conn = ctx.conn.clone();
-        let scripts = [
-            &ctx.publish,
-            &ctx.range,
-            &ctx.presence_add,
-            &ctx.presence_remove,
-            &ctx.presence_get,
-        ];
-        for s in scripts {
-            let _ = tokio::time::timeout(TIMEOUT, s.prepare_invoke().load_async(&mut conn)).await;
+    if !ctx.scripts_loaded.get() {
+        load_scripts(ctx).await;
+    }
+    let all: Vec<&Request> = work.iter().collect();
+    let mut answers = pipeline(ctx, &all).await;
+    if let Ok(first) = &mut answers {
+        if first.iter().any(is_noscript) {
+            load_scripts(ctx).await;
+            let again = to_retry(&work, first);
+            let requests: Vec<&Request> = again.iter().map(|&i| &work[i]).collect();
+            if let Ok(second) = pipeline(ctx, &requests).await {
+                for (i, v) in again.into_iter().zip(second) {
+                    first[i] = v;
+                }
+            }
         }
-        answers = pipeline(ctx, &work).await;
     }
     let answers = answers.unwrap_or_default();
     let mut answers = answers.into_iter();
@@ -371,7 +382,49 @@ async fn run_batch(ctx: &Ctx, work: Vec<Request>) {
     }
 }
 
-async fn pipeline(ctx: &Ctx, work: &[Request]) -> Result<Vec<Value>, ()> {
+/// Which entries answered NOSCRIPT go again, in order, once the scripts are loaded: every range
+/// read, and every publish unless a later publish of its channel in the same pipeline ran (it
+/// would be stored after it: a channel's publishes are stored in the order they were asked).
+/// The others keep their NOSCRIPT answer, so they are answered unavailable: nothing of them
+/// was stored, and a publisher retries. An entry that ran is never sent again: that would store
+/// and deliver the message twice, at two offsets.
+fn to_retry(work: &[Request], answers: &[Value]) -> Vec<usize> {
+    let mut ran_later: HashSet<&str> = HashSet::new();
+    let mut again = Vec::new();
+    for (i, (req, answer)) in work.iter().zip(answers).enumerate().rev() {
+        let missed = is_noscript(answer);
+        match req {
+            Request::Publish { channel, .. } if !missed => {
+                ran_later.insert(channel);
+            }
+            Request::Publish { channel, .. } if ran_later.contains(&**channel) => {}
+            _ if missed => again.push(i),
+            _ => {}
+        }
+    }
+    again.reverse();
+    again
+}
+
+/// Loads every script; remembers whether that worked.
+async fn load_scripts(ctx: &Ctx) {
+    let mut conn = ctx.conn.clone();
+    let mut ok = true;
+    let scripts = [
+        &ctx.publish,
+        &ctx.range,
+        &ctx.presence_add,
+        &ctx.presence_remove,
+        &ctx.presence_get,
+    ];
+    for s in scripts {
+        let loaded = tokio::time::timeout(TIMEOUT, s.prepare_invoke().load_async(&mut conn)).await;
+        ok &= matches!(loaded, Ok(Ok(_)));
+    }
+    ctx.scripts_loaded.set(ok);
+}
+
+async fn pipeline(ctx: &Ctx, work: &[&Request]) -> Result<Vec<Value>, ()> {
     let s = &ctx.settings;
     let ttl_ms = s.history_ttl.as_millis().to_string();
     let meta_ms = META_TTL.max(s.history_ttl * 2).as_millis().to_string();
@@ -479,7 +532,11 @@ async fn pipeline(ctx: &Ctx, work: &[Request]) -> Result<Vec<Value>, ()> {
         }
     }
     let mut conn = ctx.conn.clone();
-    match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<Value>>(&mut conn)).await {
+    let answers = tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<Value>>(&mut conn)).await;
+    if !matches!(answers, Ok(Ok(_))) {
+        ctx.scripts_loaded.set(false);
+    }
+    match answers {
         Ok(Ok(v)) if v.len() == work.len() => Ok(v),
         Ok(Ok(_)) => Err(()),
         Ok(Err(e)) => {
@@ -592,4 +649,174 @@ fn read_range(v: Value) -> Option<Range> {
         first,
         frames,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::cluster::{Position, Unavailable};
+
+    /// One RESP command (an array of bulk strings).
+    fn read_command(r: &mut impl BufRead) -> Option<Vec<Vec<u8>>> {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let n: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut args = Vec::with_capacity(n);
+        for _ in 0..n {
+            line.clear();
+            r.read_line(&mut line).ok()?;
+            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+            let mut arg = vec![0; len + 2];
+            r.read_exact(&mut arg).ok()?;
+            arg.truncate(len);
+            args.push(arg);
+        }
+        Some(args)
+    }
+
+    /// A fake Redis for one connection: each `EVALSHA` gets the next of `answers` (raw RESP)
+    /// and its message prefix (ARGV 2) is recorded; `SCRIPT LOAD` gets the script's hash;
+    /// anything else `+OK`.
+    fn fake_redis(answers: Vec<&'static str>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let mut answers = answers.into_iter();
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut w = stream.try_clone().unwrap();
+            let mut r = BufReader::new(stream);
+            while let Some(cmd) = read_command(&mut r) {
+                let reply = match cmd[0].to_ascii_uppercase().as_slice() {
+                    b"EVALSHA" => {
+                        log.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&cmd[7]).into_owned());
+                        answers
+                            .next()
+                            .unwrap_or("-ERR no more answers\r\n")
+                            .to_owned()
+                    }
+                    b"SCRIPT" => {
+                        let script = redis::Script::new(std::str::from_utf8(&cmd[2]).unwrap());
+                        format!("$40\r\n{}\r\n", script.get_hash())
+                    }
+                    _ => "+OK\r\n".to_owned(),
+                };
+                if w.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        (url, seen)
+    }
+
+    fn ctx(url: &str) -> Ctx {
+        let settings = Settings {
+            urls: vec![url.to_owned()],
+            prefix: "huddle".into(),
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            presence_ttl: Duration::from_secs(40),
+        };
+        let client = redis::Client::open(url).unwrap();
+        Ctx {
+            settings,
+            node_id: Arc::from("test"),
+            conn: ConnectionManager::new_lazy_with_config(client, ConnectionManagerConfig::new())
+                .unwrap(),
+            publish: redis::Script::new(super::super::scripts::PUBLISH),
+            range: redis::Script::new(super::super::scripts::RANGE),
+            presence_add: redis::Script::new(super::super::scripts::PRESENCE_ADD),
+            presence_remove: redis::Script::new(super::super::scripts::PRESENCE_REMOVE),
+            presence_get: redis::Script::new(super::super::scripts::PRESENCE_GET),
+            topics: RefCell::new(Topics::default()),
+            scripts_loaded: Cell::new(false),
+            healthy: Arc::new(AtomicBool::new(true)),
+            name: url.to_owned(),
+        }
+    }
+
+    type Answers = Arc<Mutex<Vec<(&'static str, Result<Position, Unavailable>)>>>;
+
+    fn publish(name: &'static str, channel: &str, answers: &Answers) -> Request {
+        let answers = answers.clone();
+        Request::Publish {
+            channel: Arc::from(channel),
+            prefix: Bytes::from(name),
+            suffix: Bytes::new(),
+            message_id: None,
+            reply: Box::new(move |r| answers.lock().unwrap().push((name, r))),
+        }
+    }
+
+    const NOSCRIPT: &str = "-NOSCRIPT No matching script. Please use EVAL.\r\n";
+
+    /// Runs `work` against a fake Redis giving `answers` to its `EVALSHA`s, in order; returns
+    /// the entries Redis saw (by name) and each request's offset (None: unavailable).
+    fn batch(
+        answers: Vec<&'static str>,
+        work: &[(&'static str, &str)],
+    ) -> (Vec<String>, Vec<(&'static str, Option<u64>)>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (url, seen) = fake_redis(answers);
+            let ctx = ctx(&url);
+            let got = Answers::default();
+            let requests = work.iter().map(|(n, c)| publish(n, c, &got)).collect();
+            run_batch(&ctx, requests).await;
+            assert!(ctx.scripts_loaded.get());
+            let got = got
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, r)| (*n, r.as_ref().ok().map(|p| p.offset)))
+                .collect();
+            let seen = seen.lock().unwrap().clone();
+            (seen, got)
+        })
+    }
+
+    #[test]
+    fn an_entry_that_ran_is_not_sent_again_when_others_of_its_pipeline_met_noscript() {
+        // Another node loaded the scripts while this pipeline ran: `a` did not run, `b` did.
+        let (seen, got) = batch(
+            vec![
+                NOSCRIPT,
+                "*2\r\n:1\r\n$1\r\nE\r\n",
+                "*2\r\n:5\r\n$1\r\nE\r\n",
+            ],
+            &[("a", "c1"), ("b", "c2")],
+        );
+        assert_eq!(seen, ["a", "b", "a"], "b stored once");
+        assert_eq!(got, [("a", Some(5)), ("b", Some(1))]);
+    }
+
+    #[test]
+    fn a_publish_is_not_stored_after_a_later_one_of_its_channel() {
+        let (seen, got) = batch(
+            vec![
+                NOSCRIPT,
+                "*2\r\n:1\r\n$1\r\nE\r\n",
+                NOSCRIPT,
+                "*2\r\n:2\r\n$1\r\nE\r\n",
+            ],
+            &[("a", "c"), ("b", "c"), ("d", "c")],
+        );
+        assert_eq!(seen, ["a", "b", "d", "d"], "only d goes again");
+        assert_eq!(got, [("a", None), ("b", Some(1)), ("d", Some(2))]);
+    }
 }

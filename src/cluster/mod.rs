@@ -254,6 +254,25 @@ impl Cluster {
     }
 }
 
+#[cfg(test)]
+impl Cluster {
+    /// One healthy instance played by the test: it receives the requests and answers them
+    /// through their reply callbacks (no thread, no Redis).
+    pub fn fake(settings: Settings) -> (Arc<Cluster>, mpsc::UnboundedReceiver<Request>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let instance = Instance {
+            requests: tx,
+            healthy: Arc::new(AtomicBool::new(true)),
+        };
+        let cluster = Cluster {
+            instances: vec![instance],
+            settings,
+            node_id: Arc::from("fake"),
+        };
+        (Arc::new(cluster), rx)
+    }
+}
+
 /// The instance of `channel` among `n`: a fixed hash, the same on every node.
 pub fn instance_of(channel: &str, n: usize) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();

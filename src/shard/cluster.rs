@@ -15,7 +15,9 @@
 //!   the message is fanned out here (its gather rides the delivered message, or waits for it
 //!   if the message came first);
 //! - a recovery is answered from the mirror's recent frames, or from a range read of the
-//!   stream completed by the mirror, at the mirror's current offset;
+//!   stream completed by the mirror, at the mirror's current offset; a client that saw more on
+//!   another node than this node's mirror has released yet (nodes read the topic at their own
+//!   pace) waits until the mirror gets there, once Redis confirmed the channel did;
 //! - a gap the stream cannot fill, or a new epoch (Redis lost the channel), closes the
 //!   channel's subscribers on this node with 4010 so their clients reconnect and recover;
 //! - the topic is let go [`RELEASE_AFTER`] after the last interest went, if none came back.
@@ -53,6 +55,15 @@ pub struct RecoverReq {
     pub since: Since,
 }
 
+/// A recovery whose `since` is above the mirror's position: this node is behind the node the
+/// client came from. Answered once Redis confirmed the channel reached `since` (`confirmed`)
+/// and the mirror released up to it; answered as a miss if Redis says the channel never got
+/// there.
+struct Behind {
+    req: RecoverReq,
+    confirmed: bool,
+}
+
 /// A publish of this node, stored at `offset` in `epoch`, waiting for its message to arrive.
 struct Claim {
     epoch: Arc<str>,
@@ -77,6 +88,7 @@ pub struct Follow {
     /// Shards whose `InterestAck` waits for the start position.
     acks: Vec<usize>,
     recovers: Vec<RecoverReq>,
+    behind: Vec<Behind>,
     claims: BTreeMap<u64, Claim>,
     filling: bool,
 }
@@ -86,6 +98,7 @@ impl Follow {
         self.interest.is_empty()
             && self.acks.is_empty()
             && self.recovers.is_empty()
+            && self.behind.is_empty()
             && self.claims.is_empty()
     }
 }
@@ -138,11 +151,14 @@ impl Shard {
                 Some((offset, epoch)) => {
                     let epoch = epoch.clone();
                     f.interest.insert(shard);
-                    let _ = self.shared.inboxes[shard].send(ShardMsg::InterestAck {
-                        channel,
-                        offset,
-                        epoch,
-                    });
+                    self.answer_shard(
+                        shard,
+                        ShardMsg::InterestAck {
+                            channel,
+                            offset,
+                            epoch,
+                        },
+                    );
                 }
                 None => {
                     f.acks.push(shard);
@@ -170,24 +186,28 @@ impl Shard {
         let mut out = Vec::new();
         f.mirror
             .start(position.offset, position.epoch.clone(), now, size, &mut out);
-        for shard in std::mem::take(&mut f.acks) {
+        let acks = std::mem::take(&mut f.acks);
+        for &shard in &acks {
             f.interest.insert(shard);
-            let _ = self.shared.inboxes[shard].send(ShardMsg::InterestAck {
-                channel: channel.clone(),
-                offset: position.offset,
-                epoch: position.epoch.clone(),
-            });
         }
-        // Publishes stored before the subscription began reached nobody here.
-        let early: Vec<u64> = f
-            .claims
-            .range(..=position.offset)
-            .map(|(o, _)| *o)
-            .collect();
-        let early: Vec<Claim> = early.iter().filter_map(|o| f.claims.remove(o)).collect();
+        // Publishes stored before the subscription began reached nobody here; they are still
+        // answered with their offset.
+        let later = f.claims.split_off(&(position.offset + 1));
+        let early = std::mem::replace(&mut f.claims, later);
         let recovers = std::mem::take(&mut f.recovers);
-        for c in early {
+        for (offset, c) in early {
+            c.results.sequenced(c.index, offset, &c.epoch, 0);
             c.results.report(c.index, 0);
+        }
+        for shard in acks {
+            self.answer_shard(
+                shard,
+                ShardMsg::InterestAck {
+                    channel: channel.clone(),
+                    offset: position.offset,
+                    epoch: position.epoch.clone(),
+                },
+            );
         }
         self.deliver_released(&channel, out);
         for r in recovers {
@@ -236,8 +256,74 @@ impl Shard {
     }
 
     fn deliver_released(&mut self, channel: &Arc<str>, out: Vec<(u64, Bytes)>) {
+        if out.is_empty() {
+            return;
+        }
         for (offset, frame) in out {
             self.deliver_one(channel, offset, frame);
+        }
+        self.wake_behind(channel);
+    }
+
+    /// The answer to the position read of a recovery waiting in `behind`, if `id` (shard, key,
+    /// connection) is one: it waits on if the channel reached its `since` in Redis, or is
+    /// answered as a miss (never reached, another epoch, or Redis unavailable).
+    fn on_probed(
+        &mut self,
+        channel: &Arc<str>,
+        id: (usize, usize, u64),
+        result: &Result<Range, crate::cluster::Unavailable>,
+    ) -> bool {
+        let Some(f) = self.follows.get_mut(channel) else {
+            return false;
+        };
+        let Some(i) = f
+            .behind
+            .iter()
+            .position(|b| !b.confirmed && (b.req.shard, b.req.key, b.req.conn_id) == id)
+        else {
+            return false;
+        };
+        let since = &f.behind[i].req.since;
+        let miss = match result {
+            Err(_) => Some(Miss::Unavailable),
+            Ok(r) if *r.position.epoch != *since.epoch => Some(Miss::Epoch),
+            Ok(r) if r.position.offset < since.offset => Some(Miss::Ahead),
+            Ok(_) => None,
+        };
+        match miss {
+            None => {
+                f.behind[i].confirmed = true;
+                // The mirror may have got there while Redis answered.
+                self.wake_behind(channel);
+            }
+            Some(miss) => {
+                let b = f.behind.remove(i);
+                self.answer_recover(channel, b.req, Err(miss));
+            }
+        }
+        true
+    }
+
+    /// Decides the confirmed recoveries waiting in `behind` that the mirror has caught up with
+    /// (or whose epoch it left).
+    fn wake_behind(&mut self, channel: &Arc<str>) {
+        let Some(f) = self.follows.get_mut(channel) else {
+            return;
+        };
+        if f.behind.is_empty() {
+            return;
+        }
+        let Some((top, epoch)) = f.mirror.position().map(|(o, e)| (o, e.clone())) else {
+            return;
+        };
+        let (ready, wait): (Vec<Behind>, Vec<Behind>) =
+            std::mem::take(&mut f.behind).into_iter().partition(|b| {
+                b.confirmed && (b.req.since.offset <= top || *epoch != *b.req.since.epoch)
+            });
+        f.behind = wait;
+        for b in ready {
+            self.try_recover(channel, b.req);
         }
     }
 
@@ -391,32 +477,31 @@ impl Shard {
             .cluster
             .as_ref()
             .is_some_and(|c| !c.is_healthy());
-        let inbox = self.shared.inboxes[req.shard].clone();
         let Some(f) = self.follow(&channel) else {
             return;
         };
-        if !f.mirror.is_live() {
-            if redis_down {
-                // Redis is unreachable: refuse the recovery now (never wait or replay part),
-                // and acknowledge the subscription when Redis answers again.
-                f.acks.push(req.shard);
-                let _ = inbox.send(ShardMsg::Recovered {
-                    channel,
-                    key: req.key,
-                    conn_id: req.conn_id,
-                    answer: Answer {
-                        offset: 0,
-                        epoch: Arc::from(""),
-                        current: false,
-                        replay: Err(Miss::Unavailable),
-                    },
-                });
-            } else {
-                f.recovers.push(req);
-            }
-            return;
+        if f.mirror.is_live() {
+            self.try_recover(&channel, req);
+        } else if redis_down {
+            // Redis is unreachable: refuse the recovery now (never wait or replay part), and
+            // acknowledge the subscription when Redis answers again.
+            f.acks.push(req.shard);
+            let answer = Answer {
+                offset: 0,
+                epoch: Arc::from(""),
+                current: false,
+                replay: Err(Miss::Unavailable),
+            };
+            let msg = ShardMsg::Recovered {
+                channel,
+                key: req.key,
+                conn_id: req.conn_id,
+                answer,
+            };
+            self.answer_shard(req.shard, msg);
+        } else {
+            f.recovers.push(req);
         }
-        self.try_recover(&channel, req);
     }
 
     /// Answers from the recent frames when they cover the range, else reads the stream.
@@ -425,18 +510,35 @@ impl Shard {
             self.shared.config.recovery_max,
             self.shared.config.history_ttl,
         );
-        let Some(f) = self.follows.get(channel) else {
+        let redis_down = self
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| !c.is_healthy());
+        let Some(f) = self.follows.get_mut(channel) else {
             return;
         };
         let Some((top, epoch)) = f.mirror.position() else {
             return;
         };
         let since = &req.since;
-        let redis_down = self
-            .shared
-            .cluster
-            .as_ref()
-            .is_some_and(|c| !c.is_healthy());
+        if !redis_down && **epoch == *since.epoch && since.offset > top {
+            // Not "never reached" yet: the client may come from a node that is ahead of this
+            // one. Redis says whether the channel got there (a position read, limit 0).
+            let probe = RangeFor::Recover {
+                shard: req.shard,
+                key: req.key,
+                conn_id: req.conn_id,
+                since: since.clone(),
+            };
+            let after = since.offset;
+            f.behind.push(Behind {
+                req,
+                confirmed: false,
+            });
+            self.read_range(channel, after, 0, probe);
+            return;
+        }
         // While Redis is unreachable this node may lack what other nodes stored just before:
         // never a partial replay, so no recovery at all (PROTOCOL.md §12).
         let decided = if redis_down {
@@ -487,17 +589,33 @@ impl Shard {
             return;
         };
         f.interest.insert(req.shard);
-        let _ = self.shared.inboxes[req.shard].send(ShardMsg::Recovered {
-            channel: channel.clone(),
-            key: req.key,
-            conn_id: req.conn_id,
-            answer: Answer {
-                offset,
-                epoch,
-                current: true,
-                replay,
+        self.answer_shard(
+            req.shard,
+            ShardMsg::Recovered {
+                channel: channel.clone(),
+                key: req.key,
+                conn_id: req.conn_id,
+                answer: Answer {
+                    offset,
+                    epoch,
+                    current: true,
+                    replay,
+                },
             },
-        });
+        );
+    }
+
+    /// Sends an owner's answer (`InterestAck`, `Recovered`, `Lost`) to `shard`, or handles it
+    /// at once when `shard` is this one. The owner fans a channel's messages out to its own
+    /// subscribers directly, not through its inbox, so an answer queued to itself would be
+    /// handled after messages above its offset were already fanned out without the new
+    /// subscriber (a gap), or after new-epoch messages reached subscribers it closes.
+    fn answer_shard(&mut self, shard: usize, msg: ShardMsg) {
+        if shard == self.id {
+            self.on_message(msg);
+        } else {
+            let _ = self.shared.inboxes[shard].send(msg);
+        }
     }
 
     fn read_range(&mut self, channel: &Arc<str>, since: u64, limit: usize, purpose: RangeFor) {
@@ -534,6 +652,9 @@ impl Shard {
                 conn_id,
                 since,
             } => {
+                if self.on_probed(&channel, (shard, key, conn_id), &result) {
+                    return;
+                }
                 let replay = match result {
                     Err(_) => Err(Miss::Unavailable),
                     Ok(range) => self.complete_recovery(&channel, &since, range),
@@ -669,16 +790,22 @@ impl Shard {
             offset = at.offset,
             "stream lost in Redis: subscribers closed with 4010"
         );
-        for shard in f.interest.iter() {
-            let _ = self.shared.inboxes[shard].send(ShardMsg::Lost {
-                channel: channel.clone(),
-            });
-        }
+        let shards: Vec<usize> = f.interest.iter().collect();
         for (offset, c) in std::mem::take(&mut f.claims) {
             c.results.sequenced(c.index, offset, &c.epoch, 0);
             c.results.report(c.index, 0);
         }
         f.mirror.reset(at.offset, at.epoch);
+        for shard in shards {
+            self.answer_shard(
+                shard,
+                ShardMsg::Lost {
+                    channel: channel.clone(),
+                },
+            );
+        }
+        // Recoveries waiting for the old epoch learn it is gone.
+        self.wake_behind(channel);
     }
 
     /// Closes every local subscriber of `channel` with 4010 (its stream was lost).
@@ -756,4 +883,374 @@ fn take_run(
         *next += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The owner's side against a fake Redis (the test answers each request): a connection on
+    //! the owner shard itself, and recoveries from a client that is ahead of this node.
+    use std::cell::RefCell;
+    use std::io::Read;
+    use std::rc::Rc;
+
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::cluster::Settings;
+    use crate::codec::{encode_masked_frame, text_frame, Decoder, OpCode};
+    use crate::config::{parse_from, Command};
+    use crate::protocol::Since;
+    use crate::shard::mesh::{owner_of, Admission, PublishBody};
+    use crate::shard::{ConnParams, Shared};
+
+    const E: &str = "01TESTEPOCH000000000000000";
+
+    struct Rig {
+        shard: Rc<RefCell<Shard>>,
+        shared: Arc<Shared>,
+        inboxes: Vec<mpsc::UnboundedReceiver<ShardMsg>>,
+        redis: mpsc::UnboundedReceiver<Request>,
+    }
+
+    /// Shard 0 of two, in cluster mode; the other shard's inbox is the test's.
+    fn rig() -> Rig {
+        let Command::Serve(config) = parse_from(["huddle", "serve"]).expect("flags").command else {
+            unreachable!("serve was asked for")
+        };
+        let (senders, inboxes): (Vec<_>, Vec<_>) =
+            (0..2).map(|_| mpsc::unbounded_channel()).unzip();
+        let mut shared = Shared::new(*config, vec!["k".into()], senders).expect("shared");
+        let (cluster, redis) = Cluster::fake(Settings {
+            urls: vec![],
+            prefix: "huddle".into(),
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            presence_ttl: Duration::from_secs(40),
+        });
+        shared.cluster = Some(cluster);
+        let shared = Arc::new(shared);
+        Rig {
+            shard: Shard::new_cell(0, shared.clone()),
+            shared,
+            inboxes,
+            redis,
+        }
+    }
+
+    impl Rig {
+        /// Handles everything waiting in shard 0's inbox.
+        fn pump(&mut self) {
+            while let Ok(m) = self.inboxes[0].try_recv() {
+                self.shard.borrow_mut().on_message(m);
+            }
+            self.shard.borrow_mut().flush_dirty();
+        }
+
+        fn to_owner(&self, msg: ShardMsg) {
+            let _ = self.shared.inboxes[0].send(msg);
+        }
+
+        fn request(&mut self) -> Request {
+            self.redis.try_recv().expect("a request to Redis")
+        }
+
+        /// Answers the channel's topic subscription at `offset`.
+        fn subscribed_at(&mut self, offset: u64) {
+            let Request::Subscribe { reply, .. } = self.request() else {
+                panic!("expected a subscription");
+            };
+            reply(Ok(Position {
+                offset,
+                epoch: Arc::from(E),
+            }));
+        }
+
+        /// What shard 1 received, in order: ("deliver", offset), ("ack", offset),
+        /// ("recovered", offset) or ("missed", offset).
+        fn shard1(&mut self) -> Vec<(&'static str, u64)> {
+            let mut out = Vec::new();
+            while let Ok(m) = self.inboxes[1].try_recv() {
+                out.push(match m {
+                    ShardMsg::Deliver(m) => ("deliver", m.offset),
+                    ShardMsg::InterestAck { offset, .. } => ("ack", offset),
+                    ShardMsg::Recovered { answer, .. } if answer.replay.is_ok() => {
+                        ("recovered", answer.offset)
+                    }
+                    ShardMsg::Recovered { answer, .. } => ("missed", answer.offset),
+                    _ => ("other", 0),
+                });
+            }
+            out
+        }
+    }
+
+    /// A channel whose owner is shard 0.
+    fn owned_channel() -> Arc<str> {
+        (0..)
+            .map(|i| format!("ch{i}"))
+            .find(|c| owner_of(c, 2) == 0)
+            .map(Arc::from)
+            .expect("a name")
+    }
+
+    fn remote(channel: &Arc<str>, offset: u64) -> ShardMsg {
+        let json = json!({"event_type":"tick","channel":&**channel,"offset":offset,"data":{}});
+        ShardMsg::Remote {
+            channel: channel.clone(),
+            remote: Remote {
+                offset,
+                epoch: Arc::from(E),
+                frame: text_frame(json.to_string().as_bytes()),
+            },
+        }
+    }
+
+    fn run<F: std::future::Future<Output = ()>>(f: F) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, f);
+    }
+
+    /// A connection on shard 0 and the client's end of its socket.
+    struct Peer {
+        key: usize,
+        client: std::net::TcpStream,
+        buf: Vec<u8>,
+    }
+
+    impl Peer {
+        async fn connect(rig: &Rig) -> Peer {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let params = ConnParams {
+                echo: false,
+                channels: vec![],
+                user_id: None,
+                api_key: false,
+                token: None,
+            };
+            let (key, _io) = rig.shard.borrow_mut().register(server, params);
+            rig.shard.borrow_mut().flush_dirty();
+            let mut p = Peer {
+                key,
+                client,
+                buf: Vec::new(),
+            };
+            assert_eq!(p.json()["event_type"], "connection_ack");
+            p
+        }
+
+        fn send(&self, rig: &Rig, msg: serde_json::Value) {
+            let frame = encode_masked_frame(true, OpCode::Text, msg.to_string().as_bytes(), [1; 4]);
+            let mut shard = rig.shard.borrow_mut();
+            shard.on_bytes(self.key, &mut Decoder::new(65536), &frame);
+            shard.flush_dirty();
+        }
+
+        /// The next text frame (under 64 KiB).
+        fn json(&mut self) -> serde_json::Value {
+            loop {
+                let b = &self.buf;
+                let head = match b.get(1).map(|l| l & 0x7f) {
+                    Some(126) if b.len() >= 4 => Some((4, u16::from_be_bytes([b[2], b[3]]).into())),
+                    Some(n) if n < 126 => Some((2, usize::from(n))),
+                    _ => None,
+                };
+                if let Some((h, len)) = head.filter(|(h, len)| b.len() >= h + len) {
+                    let v = serde_json::from_slice(&b[h..h + len]).expect("JSON");
+                    self.buf.drain(..h + len);
+                    return v;
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self.client.read(&mut chunk).expect("a frame");
+                assert!(n > 0, "EOF");
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+
+        /// The offsets of the next `n` channel messages.
+        fn offsets(&mut self, n: usize) -> Vec<u64> {
+            (0..n)
+                .map(|_| self.json()["offset"].as_u64().expect("offset"))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_subscriber_on_the_owner_shard_misses_nothing_after_its_subscribe_reply() {
+        run(async {
+            let mut rig = rig();
+            let ch = owned_channel();
+            let mut peer = Peer::connect(&rig).await;
+            peer.send(
+                &rig,
+                json!({"event_type":"user_subscription","message_id":"s","data":{"channel":&*ch}}),
+            );
+            rig.pump(); // the shard's Interest, to itself: the topic is subscribed
+                        // 11 arrives before the position is known, 12 right after it: both are above it.
+            rig.to_owner(remote(&ch, 11));
+            rig.subscribed_at(10);
+            rig.to_owner(remote(&ch, 12));
+            rig.pump();
+            let reply = peer.json();
+            assert_eq!(reply["data"]["offset"], 10, "{reply}");
+            assert_eq!(peer.offsets(2), [11, 12]);
+        });
+    }
+
+    #[test]
+    fn a_recovery_on_the_owner_shard_goes_live_without_a_gap() {
+        run(async {
+            let mut rig = rig();
+            let ch = owned_channel();
+            let mut peer = Peer::connect(&rig).await;
+            peer.send(
+                &rig,
+                json!({"event_type":"user_subscription","message_id":"s",
+                    "data":{"channel":&*ch,"since":{"offset":10,"epoch":E}}}),
+            );
+            rig.pump(); // the Recover, to itself
+            rig.subscribed_at(10);
+            rig.to_owner(remote(&ch, 11));
+            rig.pump();
+            rig.to_owner(remote(&ch, 12));
+            rig.pump();
+            let reply = peer.json();
+            assert_eq!(
+                (&reply["data"]["recovered"], &reply["data"]["offset"]),
+                (&json!(true), &json!(10)),
+                "{reply}"
+            );
+            assert_eq!(peer.offsets(2), [11, 12]);
+        });
+    }
+
+    #[test]
+    fn a_client_ahead_of_this_node_recovers_once_the_node_catches_up() {
+        run(async {
+            let mut rig = rig();
+            let ch = owned_channel();
+            rig.to_owner(ShardMsg::Interest {
+                channel: ch.clone(),
+                shard: 1,
+                on: true,
+            });
+            rig.pump();
+            rig.subscribed_at(10);
+            rig.pump();
+            assert_eq!(rig.shard1(), [("ack", 10)]);
+            // The client saw 12 on a node that is ahead of this one.
+            let recover = |offset| ShardMsg::Recover {
+                channel: ch.clone(),
+                shard: 1,
+                key: 3,
+                conn_id: offset,
+                since: Since {
+                    offset,
+                    epoch: E.into(),
+                },
+            };
+            rig.to_owner(recover(12));
+            rig.pump();
+            let Request::Range {
+                since,
+                limit,
+                reply,
+                ..
+            } = rig.request()
+            else {
+                panic!("expected a position read");
+            };
+            assert_eq!((since, limit), (12, 0));
+            assert!(rig.shard1().is_empty(), "not answered \"ahead\"");
+            reply(Ok(Range {
+                position: Position {
+                    offset: 14,
+                    epoch: Arc::from(E),
+                },
+                first: 0,
+                frames: vec![],
+            }));
+            rig.pump();
+            assert!(rig.shard1().is_empty(), "waits for the mirror");
+            for o in 11..=14 {
+                rig.to_owner(remote(&ch, o));
+            }
+            rig.pump();
+            assert_eq!(
+                rig.shard1(),
+                [
+                    ("deliver", 11),
+                    ("deliver", 12),
+                    ("recovered", 12),
+                    ("deliver", 13),
+                    ("deliver", 14)
+                ]
+            );
+            // An offset the channel never reached is still refused, once Redis says so.
+            rig.to_owner(recover(20));
+            rig.pump();
+            let Request::Range { reply, .. } = rig.request() else {
+                panic!("expected a position read");
+            };
+            reply(Ok(Range {
+                position: Position {
+                    offset: 14,
+                    epoch: Arc::from(E),
+                },
+                first: 0,
+                frames: vec![],
+            }));
+            rig.pump();
+            assert_eq!(rig.shard1(), [("missed", 14)]);
+        });
+    }
+
+    #[test]
+    fn a_publish_stored_before_the_subscription_began_is_answered_with_its_offset() {
+        run(async {
+            let mut rig = rig();
+            let ch = owned_channel();
+            rig.to_owner(ShardMsg::Interest {
+                channel: ch.clone(),
+                shard: 1,
+                on: true,
+            });
+            rig.pump();
+            let (results, mut done) = PublishGather::new(vec![ch.clone()]);
+            let job = SequenceJob {
+                channel: ch.clone(),
+                body: Arc::new(PublishBody {
+                    event_type: "tick".into(),
+                    message_id: "m1".into(),
+                    named: false,
+                    data: Arc::new(json!({})),
+                }),
+                results: results.clone(),
+                index: 0,
+                permit: Admission::new(4).try_acquire().expect("a permit"),
+            };
+            // The script answered offset 7 before the subscription's position (9) was read.
+            rig.to_owner(ShardMsg::Published {
+                job,
+                result: Ok(Position {
+                    offset: 7,
+                    epoch: Arc::from(E),
+                }),
+            });
+            rig.pump();
+            rig.subscribed_at(9);
+            rig.pump();
+            assert!(done.try_recv().is_ok(), "answered");
+            let r = &results.results()[0];
+            assert_eq!((r.offset, r.epoch.as_str(), r.recipients), (7, E, 0));
+        });
+    }
 }
