@@ -795,12 +795,14 @@ impl Shard {
             c.results.sequenced(c.index, offset, &c.epoch, 0);
             c.results.report(c.index, 0);
         }
-        f.mirror.reset(at.offset, at.epoch);
+        f.mirror.reset(at.offset, at.epoch.clone());
         for shard in shards {
             self.answer_shard(
                 shard,
                 ShardMsg::Lost {
                     channel: channel.clone(),
+                    offset: at.offset,
+                    epoch: at.epoch.clone(),
                 },
             );
         }
@@ -808,8 +810,14 @@ impl Shard {
         self.wake_behind(channel);
     }
 
-    /// Closes every local subscriber of `channel` with 4010 (its stream was lost).
-    pub(super) fn on_lost(&mut self, channel: &str) {
+    /// Closes every local subscriber of `channel` with 4010 (its stream was lost); the view
+    /// goes on at the new start (`offset`, `epoch`), as after an `InterestAck`, so whoever
+    /// subscribes next (or a recovery in flight) gets the new epoch's messages.
+    pub(super) fn on_lost(&mut self, channel: &str, offset: u64, epoch: Arc<str>) {
+        if let Some(v) = self.views.get_mut(channel).filter(|v| v.acked) {
+            v.tail = offset;
+            v.epoch = epoch;
+        }
         let Some(cid) = self.registry.lookup(channel) else {
             return;
         };

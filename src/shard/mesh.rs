@@ -158,8 +158,13 @@ pub enum ShardMsg {
     /// Cluster mode, to the owner: the topic was subscribed again after a lost connection.
     Resumed { channel: Arc<str> },
     /// Cluster mode, from the owner: `channel`'s stream cannot be continued (a gap Redis could
-    /// not fill, or Redis lost it): close its local subscribers with 4010.
-    Lost { channel: Arc<str> },
+    /// not fill, or Redis lost it): close its local subscribers with 4010; it goes on at
+    /// (`offset`, `epoch`).
+    Lost {
+        channel: Arc<str>,
+        offset: u64,
+        epoch: Arc<str>,
+    },
 }
 
 /// Why the owner read a range from Redis.

@@ -829,7 +829,11 @@ impl Shard {
             ShardMsg::Resumed { channel } => self.on_resumed(channel),
             ShardMsg::InterestRefused { channel } => self.on_interest_refused(&channel),
             ShardMsg::RemoteJoinLeave { channel, frame } => self.hand_join_leave(&channel, frame),
-            ShardMsg::Lost { channel } => self.on_lost(&channel),
+            ShardMsg::Lost {
+                channel,
+                offset,
+                epoch,
+            } => self.on_lost(&channel, offset, epoch),
         }
     }
 
