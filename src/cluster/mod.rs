@@ -196,7 +196,7 @@ impl Cluster {
     /// Starts the bridge thread. Fails only on a URL that does not parse; an instance that is
     /// down at start is unavailable until it answers.
     pub fn start(settings: Settings, callbacks: Callbacks) -> Result<Arc<Cluster>, String> {
-        let node_id: Arc<str> = Arc::from(format!("{:08x}", rand::random::<u32>()));
+        let node_id: Arc<str> = Arc::from(format!("{:016x}", rand::random::<u64>()));
         let mut instances = Vec::new();
         let mut ends = Vec::new();
         for url in &settings.urls {
