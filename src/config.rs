@@ -312,6 +312,27 @@ pub struct ServeConfig {
     )]
     pub cluster_name: String,
 
+    /// Run the built-in demo feed (PROTOCOL.md §14): simulated NFL games, odds and
+    /// predictions published through the ordinary publish path.
+    #[arg(long, env = "HUDDLE_DEMO")]
+    pub demo: bool,
+
+    /// Seed of the demo feed: the same seed gives the same games and messages (default: a
+    /// random one, printed at start).
+    #[arg(long, env = "HUDDLE_DEMO_SEED", value_name = "N")]
+    pub demo_seed: Option<u64>,
+
+    /// Time between two steps of the demo feed (each step is 30 s of game time and a few
+    /// dozen messages; 10ms to 1m).
+    #[arg(
+        long,
+        env = "HUDDLE_DEMO_INTERVAL",
+        value_name = "D",
+        default_value = "500ms",
+        value_parser = parse_duration
+    )]
+    pub demo_interval: Duration,
+
     /// Serve `GET /ws/echo`, which echoes every message through the same codec and limits
     /// (for conformance runs such as Autobahn; off by default).
     #[arg(long, env = "HUDDLE_ECHO_ENDPOINT")]
@@ -405,6 +426,9 @@ impl ServeConfig {
         }
         if self.max_message_size < 125 {
             return Err("--max-message-size must be at least 125".into());
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.demo_interval) {
+            return Err("--demo-interval must be between 10ms and 1m".into());
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.presence_ttl) {
             return Err("--presence-ttl must be between 1s and 60s".into());

@@ -36,6 +36,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod conn;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod glob;

@@ -39,11 +39,53 @@ pub fn start(config: ServeConfig, api_keys: Vec<String>) -> std::io::Result<Serv
             |cell, stream, peer| Box::pin(crate::http::serve(cell, stream, peer)),
         )?);
     }
+    if shared.config.demo {
+        // Not joined at shutdown: it stops publishing once shutdown begins, and ends with the
+        // process.
+        start_demo(shared.clone())?;
+    }
     Ok(ServerHandle {
         addr,
         shared,
         threads,
     })
+}
+
+/// `--demo`: a thread that steps the demo feed every `--demo-interval` and publishes each
+/// message through the ordinary publish path (validated and sequenced like any other), until
+/// shutdown.
+fn start_demo(shared: Arc<Shared>) -> std::io::Result<()> {
+    let seed = shared.config.demo_seed.unwrap_or_else(rand::random);
+    let every = shared.config.demo_interval;
+    tracing::info!(seed, interval = ?every, "demo feed on: games, odds and predictions (--demo-seed {seed} repeats them)");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("huddle-demo".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut demo = crate::demo::Demo::new(seed);
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while !shared.shutdown.is_triggered() {
+                    tick.tick().await;
+                    for body in demo.step() {
+                        let req = match crate::protocol::PublishRequest::from_value(body) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::error!("demo message refused by validation: {e}");
+                                continue;
+                            }
+                        };
+                        if let Err(e) = crate::shard::publish::publish(&shared, req).await {
+                            tracing::debug!("demo publish refused: {e}");
+                        }
+                    }
+                }
+            })
+        })?;
+    Ok(())
 }
 
 /// Cluster mode (`--redis`): starts the Redis bridge, which hands each topic's messages to the
