@@ -57,7 +57,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::Value;
-use support::{cpu_seconds, ready_addr};
+use support::{cpu_seconds, machine_busy_seconds, ready_addr};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
@@ -882,24 +882,6 @@ fn check_subscriber(s: &SubOut, start: u64, expected: &[Option<(u32, u64)>]) -> 
 }
 
 // ---------------------------------------------------------------- phases
-
-/// Busy CPU seconds of the whole machine (user, nice, system, irq, softirq in /proc/stat).
-fn machine_busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    [0, 1, 2, 5, 6]
-        .iter()
-        .filter_map(|&i| f.get(i))
-        .sum::<f64>()
-        / 100.0
-}
 
 /// CPU seconds of a set of processes, of this process and of the machine at one moment.
 struct Cpu {

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use huddle::codec::{self, OpCode};
-use support::{cpu_seconds, ready_addr, vm_rss_kib};
+use support::{cpu_seconds, machine_busy_seconds, ready_addr, vm_rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -2074,24 +2074,6 @@ fn storm_snap(addr: SocketAddr, pid: u32) -> StormSnap {
         p2w: buckets,
         replayed,
     }
-}
-
-/// user + nice + system + irq + softirq of every CPU, in seconds (`/proc/stat`).
-fn machine_busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    [0, 1, 2, 5, 6]
-        .iter()
-        .filter_map(|&i| f.get(i))
-        .sum::<f64>()
-        / 100.0
 }
 
 /// Cores busy between two snapshots: the server, this process, the whole machine.
