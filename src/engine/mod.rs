@@ -2,9 +2,9 @@
 //! the channel's messages) behind one interface.
 //!
 //! Each shard holds one engine for the channels it *owns* (`shard::mesh::owner_of`); nothing
-//! else assigns offsets. The embedded [`MemoryEngine`] implements it today; a Redis engine will
-//! implement the same operations later (its `append` may complete asynchronously, but the order
-//! of appends per channel must be the order they were asked for).
+//! else assigns offsets. The embedded [`MemoryEngine`] implements it. In cluster mode
+//! (`--redis`) Redis assigns offsets instead, asynchronously, and the owner follows each
+//! channel through a [`mirror::Mirror`] (`shard::cluster`); this trait is then unused.
 //!
 //! Invariants (sans-IO: time is an argument, nothing here touches a socket or the clock):
 //! - Offsets of a channel start at 1 and grow by one per `append`, never reused within one epoch.
