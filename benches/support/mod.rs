@@ -64,3 +64,18 @@ pub fn machine_busy_seconds() -> f64 {
         .sum::<f64>()
         / 100.0
 }
+
+/// Wall-clock nanoseconds since the Unix epoch (send times carried in payloads).
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The environment variable `name` parsed, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
