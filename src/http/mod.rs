@@ -3,6 +3,7 @@
 //! is out of the picture once a connection is upgraded.
 
 mod api;
+mod assets;
 mod ws;
 
 use std::cell::RefCell;
@@ -76,7 +77,8 @@ async fn route(cell: Rc<RefCell<Shard>>, peer: SocketAddr, req: http::Request<In
             r
         }
         p if p.starts_with("/api/") => api::handle(&shared, shard, req).await,
-        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        p => assets::serve(req.method(), p)
+            .unwrap_or_else(|| error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")),
     }
 }
 

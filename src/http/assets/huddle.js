@@ -1,0 +1,2 @@
+// huddle.js: being written (issue 11).
+export {};
