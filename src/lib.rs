@@ -48,6 +48,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod shard;
+pub mod stats;
 #[cfg(test)]
 mod test_rng;
 pub mod timer;

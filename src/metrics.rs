@@ -6,10 +6,17 @@
 
 use std::time::Instant;
 
+use prometheus::core::Metric as _;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Upper bounds of the publish-to-write latency buckets, seconds.
+pub const LATENCY_BOUNDS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
 
 /// One shard's metric children.
 pub struct ShardMetrics {
@@ -123,10 +130,7 @@ impl Metrics {
                 "huddle_publish_to_write_seconds",
                 "Time from publish (offset assigned) to the socket write of the frame, per shard.",
             )
-            .buckets(vec![
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-                0.1, 0.25, 0.5, 1.0,
-            ]),
+            .buckets(LATENCY_BOUNDS.to_vec()),
             &["shard"],
         )
         .expect("histogram opts");
@@ -194,6 +198,33 @@ impl Metrics {
         t
     }
 
+    /// The counters the dashboard follows, summed over shards (PROTOCOL.md §14); atomic reads
+    /// only, no shard is asked.
+    pub fn sample(&self) -> crate::stats::Sample {
+        let t = self.totals();
+        let mut latency = vec![0u64; LATENCY_BOUNDS.len() + 1];
+        let mut token_expiries = 0;
+        for s in &self.shards {
+            token_expiries += s.token_expiries.get();
+            let m = s.publish_to_write.metric();
+            let h = m.get_histogram();
+            for (slot, b) in latency.iter_mut().zip(h.get_bucket()) {
+                *slot += b.get_cumulative_count();
+            }
+            latency[LATENCY_BOUNDS.len()] += h.get_sample_count();
+        }
+        crate::stats::Sample {
+            connections: t.connections,
+            messages_published: t.messages_published,
+            messages_delivered: t.messages_delivered,
+            slow_consumer_disconnects: t.slow_consumer_disconnects,
+            heartbeat_expiries: t.heartbeat_expiries,
+            token_expiries,
+            rate_limited_upgrades: t.rate_limited_upgrades,
+            latency,
+        }
+    }
+
     /// Whole seconds since the process started.
     pub fn uptime_seconds(&self) -> u64 {
         self.started.elapsed().as_secs()
@@ -231,5 +262,22 @@ mod tests {
             text.contains("huddle_publish_to_write_seconds_bucket{shard=\"0\",le=\"0.00025\"} 1")
         );
         assert!(text.contains("huddle_uptime_seconds"));
+    }
+
+    #[test]
+    fn sample_sums_latency_buckets_cumulatively() {
+        let m = Metrics::new(2);
+        m.shard(0).publish_to_write.observe(0.0002); // ≤ 0.00025
+        m.shard(1).publish_to_write.observe(0.003); // ≤ 0.005
+        m.shard(1).publish_to_write.observe(7.0); // above every bound
+        m.shard(1).token_expiries.inc();
+        let s = m.sample();
+        assert_eq!(s.latency.len(), LATENCY_BOUNDS.len() + 1);
+        assert_eq!(s.latency[1], 0, "≤ 0.0001");
+        assert_eq!(s.latency[2], 1, "≤ 0.00025");
+        assert_eq!(s.latency[6], 2, "≤ 0.005");
+        assert_eq!(s.latency[LATENCY_BOUNDS.len() - 1], 2, "≤ 1 s");
+        assert_eq!(s.latency[LATENCY_BOUNDS.len()], 3, "all");
+        assert_eq!(s.token_expiries, 1);
     }
 }

@@ -39,6 +39,7 @@ pub fn start(config: ServeConfig, api_keys: Vec<String>) -> std::io::Result<Serv
             |cell, stream, peer| Box::pin(crate::http::serve(cell, stream, peer)),
         )?);
     }
+    crate::shard::stats::spawn(shared.clone())?;
     if shared.config.demo {
         // Not joined at shutdown: it stops publishing once shutdown begins, and ends with the
         // process.

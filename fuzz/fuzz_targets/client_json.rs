@@ -24,7 +24,7 @@
 #![no_main]
 
 use huddle::protocol::{
-    is_valid_channel, is_valid_event_type, parse_client_message, validate_payload, ClientRequest,
+    is_valid_channel, is_valid_event_type, parse_client_message, validate_payload, ClientRequest, Credential,
     DirectMessage, ErrorCode, Filter, PublishError, PublishRequest, MAX_FILTER_KEYS,
     MAX_FILTER_VALUES, MAX_MESSAGE_ID_LEN, SERVER_ONLY_EVENTS,
 };
@@ -161,11 +161,18 @@ fuzz_target!(|data: &[u8]| {
                     assert_unique_valid(names.iter().map(String::as_str))
                 }
                 ClientRequest::Publish(p) => assert_publish(p),
-                ClientRequest::Refresh(token) => {
-                    assert!(!token.is_empty(), "empty refresh token");
+                ClientRequest::Refresh(credential) => {
+                    let (field, value) = match credential {
+                        Credential::Token(t) => ("token", t),
+                        Credential::ApiKey(k) => ("api_key", k),
+                    };
+                    assert!(!value.is_empty(), "empty refresh {field}");
                     if let Some(o) = obj {
-                        let doc_token = o.get("data").and_then(|d| d.get("token"));
-                        assert_eq!(doc_token.and_then(Value::as_str), Some(token.as_str()));
+                        let data = o.get("data");
+                        let doc = data.and_then(|d| d.get(field));
+                        assert_eq!(doc.and_then(Value::as_str), Some(value.as_str()));
+                        let other = if field == "token" { "api_key" } else { "token" };
+                        assert!(data.and_then(|d| d.get(other)).is_none(), "both credentials");
                     }
                 }
             }

@@ -4,9 +4,11 @@
 //! 1. `bets` and `bankroll` are per user: they resolve to the user's own stream (see
 //!    [`crate::protocol::user_channel_key`]), and a connection without a user gets `forbidden`.
 //!    No claim, pattern or key reaches another user's stream.
-//! 2. With tokens off (development) every other channel is open.
-//! 3. An API-key connection may subscribe to any channel.
-//! 4. Otherwise the channel must match `--public-channels` or the token's `channels` claim.
+//! 2. `huddle:…` channels (the server's own, e.g. `huddle:stats`) need the API key, whatever
+//!    the token setting.
+//! 3. With tokens off (development) every other channel is open.
+//! 4. An API-key connection may subscribe to any channel.
+//! 5. Otherwise the channel must match `--public-channels` or the token's `channels` claim.
 //!
 //! Publish over the WebSocket: the API key (every channel) or the token's `publish` claim
 //! (matching channels); nothing else, whatever the token setting.
@@ -14,7 +16,7 @@
 use std::borrow::Cow;
 
 use crate::glob::Pattern;
-use crate::protocol::{is_user_channel, user_channel_key};
+use crate::protocol::{is_server_channel, is_user_channel, user_channel_key};
 
 /// The `channels` and `publish` claims of a token, compiled once. A shard keeps one copy per
 /// distinct pair of claims, shared by every connection that presented it.
@@ -86,6 +88,14 @@ impl Policy {
                 )),
                 None => Err(format!(
                     "{channel} is per user: connect with ?user_id= (or a token)"
+                )),
+            };
+        }
+        if is_server_channel(channel) {
+            return match rights.api_key {
+                true => Ok(Cow::Borrowed(channel)),
+                false => Err(format!(
+                    "{channel} is the server's own: it needs the API key (?api_key=, or a refresh with api_key)"
                 )),
             };
         }
@@ -183,6 +193,29 @@ mod tests {
             policy(false).subscribe_key("vip", &anon).is_ok(),
             "tokens off: open"
         );
+    }
+
+    #[test]
+    fn server_channels_need_the_api_key_whatever_the_tokens() {
+        let g = Grants::new(&["*".into()], &["*".into()]);
+        let claims_all = Rights {
+            user: Some("u"),
+            grants: Some(&g),
+            api_key: false,
+        };
+        let keyed = Rights {
+            api_key: true,
+            ..Rights::default()
+        };
+        for tokens in [false, true] {
+            let p = policy(tokens);
+            assert!(p.subscribe_key("huddle:stats", &Rights::default()).is_err());
+            assert!(p.subscribe_key("huddle:stats", &claims_all).is_err());
+            assert_eq!(
+                p.subscribe_key("huddle:stats", &keyed).unwrap(),
+                "huddle:stats"
+            );
+        }
     }
 
     #[test]

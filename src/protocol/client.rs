@@ -120,8 +120,19 @@ pub enum ClientRequest {
     Unsubscribe(Vec<String>),
     /// `publish`: a validated publish request (the connection's right to publish is the server's check).
     Publish(PublishRequest),
-    /// `refresh`: a new token for the connection (PROTOCOL.md §9); verified by the server.
-    Refresh(String),
+    /// `refresh`: a new credential for the connection (PROTOCOL.md §9); verified by the server.
+    Refresh(Credential),
+}
+
+/// What a `refresh` presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `{"token":…}`: a new token for the same `sub`, moving the connection's expiry.
+    Token(String),
+    /// `{"api_key":…}`: an API key, giving the connection the rights of one opened with
+    /// `?api_key=`, so that browsers, which cannot set headers on a WebSocket, need not put the
+    /// key in a URL (an extension to PROTOCOL.md §9).
+    ApiKey(String),
 }
 
 impl ClientRequest {
@@ -243,13 +254,21 @@ fn parse_request(
                 "data: required; expected {\"channel\":…,\"event_type\":…,\"data\":{…}}".into(),
             ))),
         },
-        "refresh" => match obj.get("data").and_then(|d| d.get("token")) {
-            Some(Value::String(t)) if !t.is_empty() => Ok(ClientRequest::Refresh(t.clone())),
-            _ => Err(Ok((
-                ErrorCode::InvalidMessage,
-                "data.token: required; expected {\"token\":\"<JWT>\"}".into(),
-            ))),
-        },
+        "refresh" => {
+            let field = |name: &str| obj.get("data").and_then(|d| d.get(name));
+            match (field("token"), field("api_key")) {
+                (Some(Value::String(t)), None) if !t.is_empty() => {
+                    Ok(ClientRequest::Refresh(Credential::Token(t.clone())))
+                }
+                (None, Some(Value::String(k))) if !k.is_empty() => {
+                    Ok(ClientRequest::Refresh(Credential::ApiKey(k.clone())))
+                }
+                _ => Err(Ok((
+                    ErrorCode::InvalidMessage,
+                    "data: expected {\"token\":\"<JWT>\"} or {\"api_key\":\"<key>\"}".into(),
+                ))),
+            }
+        }
         other => Err(Ok((
             ErrorCode::UnknownEvent,
             format!(
@@ -617,6 +636,30 @@ mod tests {
                 (e.code, e.reply_to.as_deref()),
                 (ErrorCode::InvalidMessage, Some("p4"))
             );
+        }
+    }
+
+    #[test]
+    fn refresh_carries_a_token_or_an_api_key_never_both() {
+        let req = |s: &str| client(s).map(|m| m.request);
+        assert_eq!(
+            req(r#"{"event_type":"refresh","data":{"token":"t.k.n"}}"#).unwrap(),
+            ClientRequest::Refresh(Credential::Token("t.k.n".into()))
+        );
+        assert_eq!(
+            req(r#"{"event_type":"refresh","data":{"api_key":"k1"}}"#).unwrap(),
+            ClientRequest::Refresh(Credential::ApiKey("k1".into()))
+        );
+        for bad in [
+            r#"{"event_type":"refresh","data":{"token":"t","api_key":"k"}}"#,
+            r#"{"event_type":"refresh","data":{"api_key":""}}"#,
+            r#"{"event_type":"refresh","data":{"api_key":7}}"#,
+            r#"{"event_type":"refresh","data":{}}"#,
+            r#"{"event_type":"refresh"}"#,
+        ] {
+            let e = req(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidMessage, "{bad}");
+            assert!(e.message.contains("api_key"), "{bad}: {}", e.message);
         }
     }
 

@@ -64,13 +64,15 @@ mod validate;
 
 pub use crate::error::{ErrorCode, PublishError};
 pub use client::{
-    parse_client_message, ClientError, ClientMessage, ClientRequest, Since, SubscribeSpec,
+    parse_client_message, ClientError, ClientMessage, ClientRequest, Credential, Since,
+    SubscribeSpec,
 };
 pub use filter::Filter;
 pub use names::{
-    is_user_channel, is_valid_channel, is_valid_event_type, user_channel_key, wire_name,
-    MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, MAX_FILTER_KEYS, MAX_FILTER_VALUES, MAX_JSON_DEPTH,
-    MAX_MESSAGE_ID_LEN, SERVER_ONLY_EVENTS, SUPPORTED_EVENTS, USER_CHANNELS,
+    is_server_channel, is_user_channel, is_valid_channel, is_valid_event_type, user_channel_key,
+    wire_name, MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, MAX_FILTER_KEYS, MAX_FILTER_VALUES,
+    MAX_JSON_DEPTH, MAX_MESSAGE_ID_LEN, SERVER_CHANNEL_PREFIX, SERVER_ONLY_EVENTS, STATS_CHANNEL,
+    SUPPORTED_EVENTS, USER_CHANNELS,
 };
 pub use out::{timestamp_now, OutMessage};
 pub use publish::{DirectMessage, PublishRequest};

@@ -59,6 +59,19 @@ pub fn is_user_channel(name: &str) -> bool {
     USER_CHANNELS.contains(&name)
 }
 
+/// Channels under `huddle:` are the server's own: only the server writes them, and only
+/// connections holding the API key read them (an extension to PROTOCOL.md §4).
+pub const SERVER_CHANNEL_PREFIX: &str = "huddle:";
+
+/// Once a second while anyone listens: the server's numbers for the dashboard
+/// (`event_type` `stats`, no offset, not in history).
+pub const STATS_CHANNEL: &str = "huddle:stats";
+
+/// True for the server's own channels (`huddle:…`).
+pub fn is_server_channel(name: &str) -> bool {
+    name.starts_with(SERVER_CHANNEL_PREFIX)
+}
+
 /// The internal stream name of `user`'s own `channel`. `/` is never in a client's channel name,
 /// so no name a client can subscribe to or publish to collides with it.
 pub fn user_channel_key(channel: &str, user: &str) -> String {

@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use super::json::parse_json;
 use super::names::{
-    bad_channel, is_user_channel, is_valid_channel, MAX_MESSAGE_ID_LEN, USER_CHANNELS,
+    bad_channel, is_server_channel, is_user_channel, is_valid_channel, MAX_MESSAGE_ID_LEN,
+    SERVER_CHANNEL_PREFIX, USER_CHANNELS,
 };
 use super::validate::validate_payload;
 use crate::error::PublishError;
@@ -79,6 +80,11 @@ impl PublishRequest {
         for name in &names {
             if !is_valid_channel(name) {
                 return Err(PublishError::InvalidChannel(bad_channel(name)));
+            }
+            if is_server_channel(name) {
+                return Err(PublishError::InvalidChannel(format!(
+                    "{name}: channels under {SERVER_CHANNEL_PREFIX} are written by the server only"
+                )));
             }
             if is_user_channel(name) {
                 return Err(PublishError::Invalid(format!(

@@ -186,7 +186,7 @@ impl Shard {
             }
             Recovery::Wanted(since) => {
                 let owner = owner_of(stream, self.shared.inboxes.len());
-                if owner == self.id && self.shared.cluster.is_none() {
+                if owner == self.id && !self.clustered(stream) {
                     self.ensure_view(stream);
                     r.recovery = Recovery::Answered(self.recovery_answer(stream, &since));
                     return true;

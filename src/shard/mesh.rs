@@ -117,6 +117,9 @@ pub enum ShardMsg {
     },
     /// From the owner to a listening shard: a `join`/`leave` frame to queue.
     JoinLeaveFrame { channel: Arc<str>, frame: Bytes },
+    /// A server frame (no offset, no history) for every local subscriber of `channel`, e.g.
+    /// `huddle:stats`; the same bytes go to every shard.
+    Push { channel: Arc<str>, frame: Bytes },
     /// `/api/history`: the owner's stored messages of `channel` after `since`.
     History {
         channel: Arc<str>,

@@ -26,6 +26,7 @@ mod recovery;
 pub mod runtime;
 mod session;
 mod shared;
+pub mod stats;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -741,6 +742,12 @@ impl Shard {
         self.flush_dirty();
     }
 
+    /// Whether `channel` lives in Redis: in cluster mode, every channel but the server's own
+    /// (`huddle:stats` is per node, and must not depend on Redis being up).
+    fn clustered(&self, channel: &str) -> bool {
+        self.shared.cluster.is_some() && !crate::protocol::is_server_channel(channel)
+    }
+
     /// Handles one inbox message.
     pub fn on_message(&mut self, msg: ShardMsg) {
         match msg {
@@ -749,7 +756,7 @@ impl Shard {
                 let n = self.fan_out(&m);
                 m.results.report(m.index, n);
             }
-            ShardMsg::Interest { channel, shard, on } if self.shared.cluster.is_some() => {
+            ShardMsg::Interest { channel, shard, on } if self.clustered(&channel) => {
                 self.cluster_interest(channel, shard, on)
             }
             ShardMsg::Interest { channel, shard, on } => {
@@ -786,7 +793,7 @@ impl Shard {
                 conn_id,
                 since,
             } => {
-                if self.shared.cluster.is_some() {
+                if self.clustered(&channel) {
                     let req = cluster::RecoverReq {
                         shard,
                         key,
@@ -809,6 +816,7 @@ impl Shard {
             ShardMsg::JoinLeaveFrame { channel, frame } => {
                 self.on_join_leave_frame(&channel, frame)
             }
+            ShardMsg::Push { channel, frame } => self.on_push(&channel, frame),
             ShardMsg::History {
                 channel,
                 since,
@@ -1052,7 +1060,7 @@ impl Shard {
         }
         let owner = owner_of(channel, self.shared.inboxes.len());
         // Cluster mode: the owner's own interest goes through its inbox like any shard's.
-        if owner == self.id && self.shared.cluster.is_none() {
+        if owner == self.id && !self.clustered(channel) {
             let pos = self
                 .engine
                 .set_interest(channel, self.id, true, Instant::now());
@@ -1085,7 +1093,7 @@ impl Shard {
         }
         self.views.remove(channel);
         let owner = owner_of(channel, self.shared.inboxes.len());
-        if owner == self.id && self.shared.cluster.is_none() {
+        if owner == self.id && !self.clustered(channel) {
             self.engine
                 .set_interest(channel, self.id, false, Instant::now());
         } else {

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use super::{encode, publish, Shard};
 use crate::protocol::{
-    parse_client_message, ClientMessage, ClientRequest, ErrorCode, OutMessage, PublishRequest,
-    SUPPORTED_EVENTS,
+    parse_client_message, ClientMessage, ClientRequest, Credential, ErrorCode, OutMessage,
+    PublishRequest, SUPPORTED_EVENTS,
 };
 
 impl Shard {
@@ -41,12 +41,35 @@ impl Shard {
                 self.reply(key, "heartbeat", reply_to, &data);
             }
             ClientRequest::Publish(req) => self.publish_from(key, req, msg.message_id),
-            ClientRequest::Refresh(token) => self.refresh(key, &token, reply_to),
+            ClientRequest::Refresh(Credential::Token(token)) => self.refresh(key, &token, reply_to),
+            ClientRequest::Refresh(Credential::ApiKey(k)) => {
+                self.present_api_key(key, &k, reply_to)
+            }
             ClientRequest::Subscribe(specs) => self.subscribe_request(key, specs, msg.message_id),
             ClientRequest::Unsubscribe(names) => {
                 self.unsubscribe_request(key, names, msg.message_id)
             }
         }
+    }
+
+    /// `refresh` with an API key: from now on the connection has the rights of one opened with
+    /// `?api_key=` (publish everywhere, any channel, `huddle:stats`). A wrong key changes
+    /// nothing; guessing is bounded by `--message-rate` like every other message.
+    fn present_api_key(&mut self, key: usize, given: &str, reply_to: Option<&str>) {
+        if !self.shared.key_allowed(given) {
+            tracing::info!(
+                shard = self.id,
+                "refresh refused: not an API key of this server"
+            );
+            let message = "refresh refused: not an API key of this server".to_string();
+            self.reply_error(key, ErrorCode::Forbidden, message, reply_to);
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.api_key = true;
+        self.reply(key, "refresh", reply_to, &json!({ "api_key": true }));
     }
 
     /// Publish over the WebSocket: needs the API key at connect or a token's `publish` claim. Refused whole with

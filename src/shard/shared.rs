@@ -37,6 +37,9 @@ pub struct Shared {
     pub presence: Vec<Pattern>,
     /// Cluster mode (`--redis`): the Redis engine; None runs the embedded engine.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Set by a shard that queued a `huddle:stats` frame; the sampler reads and clears it to
+    /// know whether to gather the channel table.
+    pub stats_watched: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -72,6 +75,7 @@ impl Shared {
             users: UserIndex::default(),
             shutdown: Shutdown::new(n),
             cluster: None,
+            stats_watched: Default::default(),
         })
     }
 
