@@ -38,6 +38,8 @@ const GAMES_PER_WEEK: usize = 4;
 const QUARTER_SECS: i64 = 900;
 /// Simulated game seconds per step (on average; each step draws 20–40).
 const STEP_SECS: i64 = 30;
+/// Chance that a team scores in one step of [`STEP_SECS`] (before its edge).
+const SCORE_CHANCE: f64 = 0.035;
 /// Steps between the last final whistle of a week and the next week's kickoffs.
 const WEEK_BREAK: u32 = 6;
 /// The simulation clock's start: Sunday 2026-11-29 18:00:00 UTC, in Unix seconds.
@@ -246,10 +248,11 @@ impl Demo {
             }
             Status::InProgress => {
                 g.clock -= rng.range(STEP_SECS - 10, STEP_SECS + 10);
-                // A drive ends in points now and then; the better team a little more often.
-                let home_edge = g.edge / 40.0;
+                // A drive ends in points now and then (about four scores a team a game, as in
+                // the NFL); the better team a little more often.
+                let home_edge = g.edge / 800.0;
                 for home in [true, false] {
-                    let p = 0.055 + if home { home_edge } else { -home_edge };
+                    let p = SCORE_CHANCE + if home { home_edge } else { -home_edge };
                     if rng.chance(p.max(0.01)) {
                         let pts = match rng.range(0, 9) {
                             0..=3 => 3,
@@ -527,6 +530,33 @@ mod tests {
         }
         assert!(finals >= GAMES_PER_WEEK, "games reach their final whistle");
         assert!(scores.len() > GAMES_PER_WEEK, "a new week brings new games");
+    }
+
+    #[test]
+    fn final_scores_look_like_football() {
+        let mut finals: HashMap<String, (i64, i64)> = HashMap::new();
+        for seed in [1, 2, 3, 4, 5] {
+            for m in messages(seed, 20_000) {
+                let d = &m["data"];
+                if m["event_type"] == "game_update" && d["game_status"] == "final" {
+                    let id = format!("{seed}/{}", d["game_id"].as_str().unwrap());
+                    let score = (
+                        d["home_score"].as_i64().unwrap(),
+                        d["away_score"].as_i64().unwrap(),
+                    );
+                    finals.insert(id, score);
+                }
+            }
+        }
+        assert!(finals.len() >= 20, "{} finals", finals.len());
+        let points: Vec<i64> = finals.values().flat_map(|&(h, a)| [h, a]).collect();
+        let mean = points.iter().sum::<i64>() as f64 / points.len() as f64;
+        assert!(
+            (12.0..=32.0).contains(&mean),
+            "mean score {mean}: {finals:?}"
+        );
+        assert!(points.iter().all(|&p| p <= 70), "{finals:?}");
+        assert!(finals.values().all(|(h, a)| h != a), "no game ends tied");
     }
 
     #[test]
