@@ -24,8 +24,8 @@
 #![no_main]
 
 use huddle::protocol::{
-    is_valid_channel, is_valid_event_type, parse_client_message, validate_payload, ClientRequest, Credential,
-    DirectMessage, ErrorCode, Filter, PublishError, PublishRequest, MAX_FILTER_KEYS,
+    is_valid_channel, is_valid_event_type, parse_client_message, validate_payload, ClientRequest,
+    Credential, DirectMessage, ErrorCode, Filter, PublishError, PublishRequest, MAX_FILTER_KEYS,
     MAX_FILTER_VALUES, MAX_MESSAGE_ID_LEN, SERVER_ONLY_EVENTS,
 };
 use libfuzzer_sys::fuzz_target;
@@ -172,7 +172,10 @@ fuzz_target!(|data: &[u8]| {
                         let doc = data.and_then(|d| d.get(field));
                         assert_eq!(doc.and_then(Value::as_str), Some(value.as_str()));
                         let other = if field == "token" { "api_key" } else { "token" };
-                        assert!(data.and_then(|d| d.get(other)).is_none(), "both credentials");
+                        assert!(
+                            data.and_then(|d| d.get(other)).is_none(),
+                            "both credentials"
+                        );
                     }
                 }
             }
