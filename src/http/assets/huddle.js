@@ -214,7 +214,9 @@ export class Huddle extends Emitter {
   constructor(url, options = {}) {
     super();
     this.#url = url;
-    this.#opts = { minDelay: 500, maxDelay: 15000, queueLimit: 1000, heartbeat: true, connectTimeout: 10000, ...options };
+    const defaults = { minDelay: 500, maxDelay: 15000, queueLimit: 1000, heartbeat: true, connectTimeout: 10000 };
+    this.#opts = { ...options };
+    for (const [k, v] of Object.entries(defaults)) this.#opts[k] ??= v; // an explicit undefined too
     this.#WS = options.WebSocket ?? globalThis.WebSocket;
     if (typeof this.#WS !== "function") {
       throw new TypeError("huddle: no WebSocket here; pass { WebSocket } (e.g. from the ws package)");
@@ -438,8 +440,9 @@ export class Huddle extends Emitter {
 
   // ---- outbound ----
 
+  /** A message_id for a request of ours (prefixed so it does not meet the app's own ids). */
   #id(prefix) {
-    return `${prefix}${++this.#nextId}`;
+    return `huddle:${prefix}${++this.#nextId}`;
   }
 
   /** Sends now when connected, else queues; false when the queue is full. */
