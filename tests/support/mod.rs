@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod cdp;
+pub mod jsprobe;
 pub mod proxy;
 pub mod redis;
 pub mod tokens;
