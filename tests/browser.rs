@@ -5,9 +5,83 @@
 //! README's screenshot; otherwise it goes to the target directory.
 mod support;
 
+use base64::Engine as _;
 use serde_json::Value;
 use support::cdp::{chromium, Browser};
+use support::jsprobe::{self, ProbeHost};
 use support::{Server, API_KEY};
+
+/// `tests/js/probe.mjs` in a page: the page is loaded from the server, imports `/huddle.js`
+/// from it, and reports through `console.log` lines the host picks out of the CDP events.
+struct BrowserProbe {
+    browser: Browser,
+    started: bool,
+}
+
+const REPORT: &str = "__probe ";
+
+impl ProbeHost for BrowserProbe {
+    async fn command(&mut self, cmd: Value) {
+        let cmd_js = serde_json::to_string(&cmd.to_string()).expect("command as a JS string");
+        if self.started {
+            self.browser
+                .eval(&format!("window.__probe.command(JSON.parse({cmd_js})), true"))
+                .await;
+            return;
+        }
+        self.started = true;
+        let js = cmd["js"].as_str().expect("start names the client's URL");
+        let origin = js.trim_end_matches("/huddle.js");
+        self.browser.navigate(&format!("{origin}/healthz")).await;
+        let probe = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/probe.mjs"))
+            .expect("probe.mjs");
+        let probe = base64::engine::general_purpose::STANDARD.encode(probe);
+        self.browser
+            .eval(&format!(
+                r#"(async () => {{
+                    const {{ Huddle }} = await import({js:?});
+                    const {{ Probe }} = await import("data:text/javascript;base64,{probe}");
+                    window.__probe = new Probe(Huddle, (r) => console.log({REPORT:?} + JSON.stringify(r)));
+                    await window.__probe.command(JSON.parse({cmd_js}));
+                    return true;
+                }})()"#
+            ))
+            .await;
+    }
+
+    async fn report(&mut self) -> Value {
+        let m = self
+            .browser
+            .event(|m| {
+                m["method"] == "Runtime.consoleAPICalled"
+                    && m["params"]["args"][0]["value"]
+                        .as_str()
+                        .is_some_and(|v| v.starts_with(REPORT))
+            })
+            .await;
+        let line = m["params"]["args"][0]["value"].as_str().unwrap_or("");
+        serde_json::from_str(&line[REPORT.len()..]).expect("a JSON report")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_using_huddle_js_recovers_across_a_cut_and_is_told_of_a_restart() {
+    let Some(bin) = chromium() else { return };
+    let mut probe = BrowserProbe {
+        browser: Browser::launch(&bin).await,
+        started: false,
+    };
+    jsprobe::reconnect_scenario(&mut probe).await;
+    // Only the failed reconnects while the server was down may have logged errors.
+    let unexpected: Vec<&String> = probe
+        .browser
+        .log
+        .errors
+        .iter()
+        .filter(|e| !e.contains("WebSocket connection to"))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+}
 
 /// Resolves once `cond` (a JS expression) is truthy, re-checked on every DOM change; rejects
 /// after `ms` with `what` and the page's text.
@@ -99,11 +173,16 @@ async fn the_dashboard_shows_live_numbers_and_the_demo_games_with_no_outside_req
         15_000,
     ))
     .await;
-    // Let the charts gather a few seconds of history for the screenshot.
+    // Let the charts gather some history for the screenshot: a few seconds in a test run, most
+    // of the minute when the README's picture is being taken.
+    let target = std::env::var("HUDDLE_SCREENSHOT").ok();
+    let settle_ms = if target.is_some() { 45_000 } else { 8_000 };
     b.eval(&wait_for(
-        "document.getElementById('rates-max').textContent.startsWith('peak') && performance.now() > 8000",
-        "a few seconds of rates",
-        20_000,
+        &format!(
+            "document.getElementById('rates-max').textContent.startsWith('peak') && performance.now() > {settle_ms}"
+        ),
+        "some seconds of rates",
+        settle_ms + 15_000,
     ))
     .await;
     let png = b.screenshot().await;

@@ -13,7 +13,7 @@ async fn node_reconnects_recovers_and_surfaces_lost_history() {
     let Some(mut probe) = NodeProbe::start(&js) else {
         return;
     };
-    jsprobe::reconnect_scenario(&mut probe, &js.to_string_lossy()).await;
+    jsprobe::reconnect_scenario(&mut probe).await;
 }
 
 #[tokio::test]

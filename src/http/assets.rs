@@ -19,6 +19,16 @@ const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inlin
 
 /// The asset at `path`, or None when `path` names none.
 pub fn serve(method: &Method, path: &str) -> Option<Resp> {
+    if path == "/favicon.ico" {
+        // Browsers ask for it on every page; an empty answer keeps their consoles clean.
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=86400"),
+        );
+        return Some(r);
+    }
     let (body, content_type) = match path {
         "/" | "/index.html" => (DASHBOARD, "text/html; charset=utf-8"),
         "/huddle.js" => (CLIENT_JS, "text/javascript; charset=utf-8"),

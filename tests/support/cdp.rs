@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Longest wait for one CDP answer or event.
-const WAIT: Duration = Duration::from_secs(20);
+/// Longest wait for one CDP answer or event (a page-side wait may run most of a minute).
+const WAIT: Duration = Duration::from_secs(60);
 
 /// What the page did that a test may assert on.
 #[derive(Debug, Default, Clone)]

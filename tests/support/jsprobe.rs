@@ -199,8 +199,9 @@ async fn publish(server: &Server, n: u64) {
 /// out) and through a server restart (history lost: `lost` surfaces).
 ///
 /// Tokens are on so the client may publish (a token with a `publish` claim, §9), handed out
-/// again by `getToken` before each reconnect. `js_url` goes to the probe in the start command.
-pub async fn reconnect_scenario<H: ProbeHost>(host: &mut H, js_url: &str) {
+/// again by `getToken` before each reconnect. The start command names the client as the first
+/// server serves it (`js`), for hosts that load it from there (a browser page).
+pub async fn reconnect_scenario<H: ProbeHost>(host: &mut H) {
     let args = ["--history-size", "1000", "--jwt-secret", tokens::SECRET];
     let mut server = Server::start(&args);
     let proxy = Proxy::start(server.addr).await;
@@ -215,7 +216,7 @@ pub async fn reconnect_scenario<H: ProbeHost>(host: &mut H, js_url: &str) {
 
     // (a) Connect, subscribe, receive 1..10.
     run.command(
-        json!({"cmd": "start", "js": js_url, "url": proxy.ws_url("/ws"), "channel": CHANNEL,
+        json!({"cmd": "start", "js": format!("http://{}/huddle.js", server.addr), "url": proxy.ws_url("/ws"), "channel": CHANNEL,
         "options": {"token": token, "minDelay": 20, "maxDelay": 200}}),
     )
     .await;
