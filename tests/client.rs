@@ -552,3 +552,53 @@ async fn api_key_first_no_resend_of_unanswered_publishes_junk_survived_and_silen
     assert_eq!(close, Some(1000));
     assert_eq!(client.state(), State::Closed);
 }
+
+#[tokio::test]
+async fn tokens_are_refreshed_at_80_percent_and_fetched_again_for_a_reconnect() {
+    let fake = Fake::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let client = Client::connect(
+        &fake.url(),
+        Options {
+            token: Some("t0".into()),
+            get_token: Some(Arc::new(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                async move { Ok(format!("t{n}")) }.boxed()
+            })),
+            min_delay: Duration::from_millis(10),
+            ..Options::default()
+        },
+    );
+    let mut c1 = fake.accept().await;
+    assert_eq!(
+        c1.uri, "/ws?token=t0",
+        "the initial token, not the callback"
+    );
+    let acked = std::time::Instant::now();
+    c1.send(
+        json!({"event_type":"connection_ack","data":{"connection_id":"a",
+        "heartbeat_interval":30,"heartbeat_timeout":60,"expires_in":0.5}}),
+    )
+    .await;
+    let refresh = c1.recv().await;
+    let after = acked.elapsed();
+    assert_eq!(refresh["event_type"], "refresh", "{refresh}");
+    assert_eq!(refresh["data"], json!({"token":"t1"}));
+    assert!(
+        after >= Duration::from_millis(350),
+        "refreshed after {after:?}, not at 80 %"
+    );
+    // The reply's expires_in schedules the next refresh.
+    c1.send(
+        json!({"event_type":"refresh","reply_to":refresh["message_id"],
+        "data":{"expires_in":0.25}}),
+    )
+    .await;
+    assert_eq!(c1.recv().await["data"], json!({"token":"t2"}));
+    drop(c1);
+    let c2 = fake.accept().await;
+    assert_eq!(c2.uri, "/ws?token=t3", "a fresh token for the reconnect");
+    client.close().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}

@@ -380,7 +380,7 @@ struct Shared {
     /// Wakes the driver when the outbox gets an item.
     queued: Notify,
     next_id: AtomicU64,
-    /// Set by the driver when it stops; sends then fail with `Closed`.
+    /// Set by the driver (holding `outbox`) when it stops; sends then fail with `Closed`.
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -520,10 +520,12 @@ impl Client {
     }
 
     fn enqueue(&self, item: Outgoing) -> Result<(), Error> {
+        let mut q = self.shared.outbox.lock();
+        // Read under the lock: the driver sets it and drains the queue under the same lock, so
+        // nothing can be queued after the final drain (its caller would wait forever).
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let mut q = self.shared.outbox.lock();
         let limit = q.limit();
         q.push(item).map_err(|_| Error::QueueFull { limit })?;
         drop(q);
