@@ -28,10 +28,15 @@
 //!   `shard::driver` the only code that waits on a connection's socket.
 //! - [`http`]: hyper service: upgrades and the `/api` endpoints.
 //! - [`server`]: binds, starts the shards with the HTTP handler, bounds the shutdown.
+//!
+//! Client (depends on no server module; pure parts in `client::{backoff, state, queue}`):
+//! - [`client`]: the tokio WebSocket client (reconnect, resubscribe with `since`, outbound
+//!   queue, heartbeats, token refresh); one task owns its socket.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;
