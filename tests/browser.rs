@@ -25,7 +25,9 @@ impl ProbeHost for BrowserProbe {
         let cmd_js = serde_json::to_string(&cmd.to_string()).expect("command as a JS string");
         if self.started {
             self.browser
-                .eval(&format!("window.__probe.command(JSON.parse({cmd_js})), true"))
+                .eval(&format!(
+                    "window.__probe.command(JSON.parse({cmd_js})), true"
+                ))
                 .await;
             return;
         }

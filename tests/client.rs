@@ -602,3 +602,38 @@ async fn tokens_are_refreshed_at_80_percent_and_fetched_again_for_a_reconnect() 
     client.close().await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn an_api_key_client_publishes_and_reads_the_servers_stats_with_the_key_out_of_the_url() {
+    let server = Server::start(&[]);
+    let options = Options {
+        api_key: Some(support::API_KEY.into()),
+        ..Options::default()
+    };
+    let client = Client::connect(&server.ws_url("/ws"), options);
+    let mut stats = client.subscribe("huddle:stats", SubOptions::default());
+    let results = tokio::time::timeout(WAIT, client.publish("odds", "tick", json!({"n": 1})))
+        .await
+        .expect("publish answered")
+        .expect("the key lets the connection publish");
+    assert_eq!(
+        (results[0].channel.as_str(), results[0].offset),
+        ("odds", 1)
+    );
+    let push = loop {
+        match tokio::time::timeout(WAIT, stats.recv())
+            .await
+            .expect("a stats push")
+        {
+            Some(Event::Message(m)) => break m,
+            Some(Event::ServerError { code, message, .. }) => panic!("{code}: {message}"),
+            Some(_) => {}
+            None => panic!("subscription ended"),
+        }
+    };
+    assert_eq!(push.event_type, "stats");
+    assert_eq!(push.offset, None);
+    assert_eq!(push.data["connections"], 1, "{}", push.data);
+    client.close().await;
+    assert!(server.logs().iter().all(|l| !l.contains(support::API_KEY)));
+}

@@ -8,7 +8,8 @@
 # 2. builds target/release/huddle if it is missing (set HUDDLE_BIN to use another binary);
 # 3. starts one server on a free loopback port and waits for its "listening on" line;
 # 4. runs python_client.py, then node_client.mjs, against it (one after the other: both
-#    publish to the shared `odds` channel and check offset = subscribe offset + 1);
+#    publish to the shared `odds` channel and check offset = subscribe offset + 1), then
+#    huddle_js_ws.mjs (the served /huddle.js on Node with `ws` as its WebSocket);
 # 5. prints one line per client and exits non-zero if either failed.
 # The server is stopped on every exit path.
 set -uo pipefail
@@ -142,6 +143,7 @@ run_client() {
 
 run_client python "$PYTHON" "$HERE/python_client.py"
 run_client node "$NODE" "$HERE/node_client.mjs"
+run_client huddle.js "$NODE" "$HERE/huddle_js_ws.mjs"
 
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
   echo "FAIL server: exited during the run"
