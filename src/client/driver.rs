@@ -602,37 +602,30 @@ fn publish_outcome(msg: &Message) -> Result<Vec<ChannelResult>, Error> {
             .cloned()
             .ok_or_else(|| Error::BadReply("publish reply without results".into()))
             .and_then(|r| serde_json::from_value(r).map_err(|e| Error::BadReply(e.to_string()))),
-        "error" => {
-            let s = |k: &str| {
-                msg.data
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            Err(Error::Server {
-                code: s("code"),
-                message: s("message"),
-            })
-        }
+        "error" => Err(Error::Server {
+            code: data_str(msg, "code"),
+            message: data_str(msg, "message"),
+        }),
         other => Err(Error::BadReply(format!("{other} in reply to a publish"))),
     }
 }
 
 fn server_error(msg: &Message, channel: Option<String>) -> Event {
-    let s = |k: &str| {
-        msg.data
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
     Event::ServerError {
-        code: s("code"),
-        message: s("message"),
+        code: data_str(msg, "code"),
+        message: data_str(msg, "message"),
         reply_to: msg.reply_to.clone(),
         channel,
     }
+}
+
+/// A string field of `data` (empty when absent or not a string).
+fn data_str(msg: &Message, key: &str) -> String {
+    msg.data
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// `secs` as a duration if it is positive and finite.
