@@ -67,6 +67,16 @@ impl ProbeHost for BrowserProbe {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_using_huddle_js_recovers_after_the_server_closes_its_connection() {
+    let Some(bin) = chromium() else { return };
+    let mut probe = BrowserProbe {
+        browser: Browser::launch(&bin).await,
+        started: false,
+    };
+    jsprobe::server_close_scenario(&mut probe).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_using_huddle_js_recovers_across_a_cut_and_is_told_of_a_restart() {
     let Some(bin) = chromium() else { return };
     let mut probe = BrowserProbe {

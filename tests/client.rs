@@ -637,3 +637,80 @@ async fn an_api_key_client_publishes_and_reads_the_servers_stats_with_the_key_ou
     client.close().await;
     assert!(server.logs().iter().all(|l| !l.contains(support::API_KEY)));
 }
+
+/// The server itself closes the connection (4001: this client sends no heartbeat within
+/// `--heartbeat-timeout`) and keeps its history: what was published while the client was away
+/// arrives once, in order, after `recovered:true`.
+#[tokio::test]
+async fn the_server_closing_the_connection_loses_nothing() {
+    let server = Server::start(&[
+        "--history-size",
+        "1000",
+        "--heartbeat-interval",
+        "30s",
+        "--heartbeat-timeout",
+        "1s",
+    ]);
+    let proxy = Proxy::start(server.addr).await;
+    let silent = Duration::from_secs(3600);
+    let options = Options {
+        heartbeat_interval: Some(silent),
+        heartbeat_timeout: Some(silent),
+        min_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        ..Options::default()
+    };
+    let client = Client::connect(&proxy.ws_url("/ws"), options);
+    let mut log = Log::new(client.events());
+    let mut sub = client.subscribe("scores", SubOptions::default());
+    assert!(matches!(
+        notice(&mut sub).await,
+        Event::Subscribed {
+            recovered: None,
+            ..
+        }
+    ));
+    for n in 1..=5 {
+        http_publish(&server, n).await;
+    }
+    assert_eq!(
+        messages(&mut sub, 5).await,
+        (1..=5).map(|n| (n, n)).collect::<Vec<_>>()
+    );
+    proxy.hold(true);
+    let closed = log
+        .until("the server's close", |e| {
+            matches!(e, Event::Disconnected { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            closed,
+            Event::Disconnected {
+                code: Some(4001),
+                ..
+            }
+        ),
+        "{closed:?}"
+    );
+    for n in 6..=10 {
+        http_publish(&server, n).await;
+    }
+    proxy.hold(false);
+    assert!(
+        matches!(
+            notice(&mut sub).await,
+            Event::Subscribed {
+                recovered: Some(true),
+                ..
+            }
+        ),
+        "{:?}",
+        log.seen
+    );
+    assert_eq!(
+        messages(&mut sub, 5).await,
+        (6..=10).map(|n| (n, n)).collect::<Vec<_>>()
+    );
+    client.close().await;
+}

@@ -16,6 +16,15 @@ async fn node_reconnects_recovers_and_surfaces_lost_history() {
     jsprobe::reconnect_scenario(&mut probe).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_recovers_after_the_server_closes_its_connection() {
+    let js = jsprobe::client_js_path();
+    let Some(mut probe) = NodeProbe::start(&js) else {
+        return;
+    };
+    jsprobe::server_close_scenario(&mut probe).await;
+}
+
 #[tokio::test]
 async fn unit_tests_pass_in_node() {
     let Some(mut cmd) = jsprobe::node_command() else {

@@ -291,6 +291,63 @@ pub async fn reconnect_scenario<H: ProbeHost>(host: &mut H) {
     check_log(&run.log);
 }
 
+/// The server itself closes the connection while keeping its history: a client that sends
+/// nothing (heartbeats off) is closed with 4001 after `--heartbeat-timeout`. Reconnects are held
+/// meanwhile, so messages 6..10 are published while it is away; it recovers them exactly once.
+pub async fn server_close_scenario<H: ProbeHost>(host: &mut H) {
+    let server = Server::start(&[
+        "--history-size",
+        "1000",
+        "--heartbeat-interval",
+        "30s",
+        "--heartbeat-timeout",
+        "1s",
+    ]);
+    let proxy = Proxy::start(server.addr).await;
+    let mut run = Run {
+        host,
+        log: Vec::new(),
+    };
+    run.command(
+        json!({"cmd": "start", "js": format!("http://{}/huddle.js", server.addr),
+        "url": proxy.ws_url("/ws"), "channel": CHANNEL,
+        "options": {"heartbeat": false, "minDelay": 20, "maxDelay": 200}}),
+    )
+    .await;
+    run.until("subscribed", |r| r["event"] == "subscribed")
+        .await;
+    for n in 1..=5 {
+        publish(&server, n).await;
+    }
+    run.message(5).await;
+    proxy.hold(true);
+    let closed = run
+        .until("the server's close", |r| r["event"] == "disconnected")
+        .await;
+    assert_eq!(closed["code"], 4001, "closed by the server: {closed}");
+    for n in 6..=10 {
+        publish(&server, n).await;
+    }
+    proxy.hold(false);
+    let resumed = run
+        .until("resubscribed", |r| r["event"] == "subscribed")
+        .await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    run.message(10).await;
+    run.command(json!({"cmd": "close"})).await;
+    let got: Vec<u64> = run
+        .events("message")
+        .iter()
+        .filter_map(|m| m["offset"].as_u64())
+        .collect();
+    assert_eq!(
+        got,
+        (1..=10).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    assert!(run.events("lost").is_empty(), "{:?}", run.log);
+}
+
 /// What must hold over the whole run, whatever interleaving the reports had.
 fn check_log(log: &[Value]) {
     let of = |e: &'static str| log.iter().filter(move |r| r["event"] == e);
