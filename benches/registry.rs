@@ -1,6 +1,9 @@
 //! Channel registry: subscribe, unsubscribe and iterating a channel's subscribers, at
 //! 10,000 connections spread over 1,000 channels (10 subscriptions each); plus fan-out over a
-//! sparse channel whose one member has slab key 1,000,000 (a bitset would scan 15,625 words).
+//! sparse channel whose one member has slab key 1,000,000 (a bitset would scan 15,625 words);
+//! plus a shard's channel snapshot (what `/api/stats` and the dashboard's channel table ask
+//! every shard for) at 50,000 channels: names shared (`iter_shared`) against names copied, as
+//! the snapshot did before.
 //!
 //! `cargo bench --bench registry`
 
@@ -89,5 +92,31 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The shard's share of a channel snapshot, 50,000 channels of 2 subscribers each.
+fn snapshot(c: &mut Criterion) {
+    const MANY: usize = 50_000;
+    let mut r = Registry::new();
+    for i in 0..MANY {
+        let name = format!("c{}_{}", i / 250, i % 250);
+        r.subscribe(&name, 2 * i);
+        r.subscribe(&name, 2 * i + 1);
+    }
+    let mut g = c.benchmark_group("registry_snapshot_50k_channels");
+    g.sample_size(20);
+    g.bench_function("names_shared", |b| {
+        b.iter(|| black_box(r.iter_shared().collect::<Vec<_>>()))
+    });
+    g.bench_function("names_copied", |b| {
+        b.iter(|| {
+            black_box(
+                r.iter()
+                    .map(|(name, n)| (Box::<str>::from(name), n))
+                    .collect::<Vec<_>>(),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, snapshot);
 criterion_main!(benches);

@@ -197,3 +197,35 @@ async fn nobody_publishes_to_the_servers_own_channels() {
     assert_eq!(e["data"]["code"], "invalid_channel", "{e}");
     assert_eq!(e["reply_to"], "p1");
 }
+
+#[tokio::test]
+async fn per_user_streams_are_listed_under_their_channel() {
+    let s = Server::start(&[]);
+    let (mut a, _) = s.connect("/ws?user_id=alice").await;
+    let (mut b, _) = s.connect("/ws?user_id=bob").await;
+    a.subscribe("bankroll").await;
+    b.subscribe("bankroll").await;
+    let listed = s.get("/api/channels").await.json();
+    assert_eq!(
+        listed,
+        json!({"channels":[{"channel":"bankroll","subscribers":2}]}),
+        "two users' own streams, one channel name"
+    );
+    let (mut watcher, _) = s.connect("/ws").await;
+    watch_stats(&mut watcher).await;
+    let d = loop {
+        let d = next_stats(&mut watcher).await["data"].take();
+        if !d["channels"].is_null() {
+            break d;
+        }
+    };
+    assert_eq!(d["channels"], 2, "bankroll and huddle:stats: {d}");
+    let bankroll = d["top_channels"]
+        .as_array()
+        .and_then(|t| t.iter().find(|c| c["channel"] == "bankroll").cloned());
+    assert_eq!(
+        bankroll,
+        Some(json!({"channel":"bankroll","subscribers":2})),
+        "{d}"
+    );
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{api_error, json_response, Resp};
 use crate::error::ApiError;
 use crate::protocol::{
-    is_user_channel, is_valid_channel, user_channel_key, DirectMessage, PublishRequest,
+    is_user_channel, is_valid_channel, user_channel_key, wire_name, DirectMessage, PublishRequest,
 };
 use crate::shard::publish::{self, Refused};
 use crate::shard::Shared;
@@ -257,7 +257,7 @@ async fn stats(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
     snaps.sort_by_key(|s| s.shard);
     let channels: HashSet<&str> = snaps
         .iter()
-        .flat_map(|s| s.channels.iter().map(|(c, _)| &**c))
+        .flat_map(|s| s.channels.iter().map(|(c, _)| wire_name(c)))
         .collect();
     let t = shared.metrics.totals();
     let body = json!({
@@ -280,7 +280,7 @@ async fn channels(shared: &Arc<Shared>) -> Result<Resp, ApiError> {
     let mut merged: BTreeMap<&str, u64> = BTreeMap::new();
     for s in &snaps {
         for (c, n) in &s.channels {
-            *merged.entry(c).or_default() += n;
+            *merged.entry(wire_name(c)).or_default() += n;
         }
     }
     let list: Vec<Value> = merged

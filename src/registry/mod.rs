@@ -29,6 +29,7 @@ pub use members::{Members, MembersIter};
 
 use slab::Slab;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Dense per-shard id of a channel that has at least one local subscriber. Valid only on its own
 /// shard and only while the channel has subscribers (ids are reused after the last one leaves).
@@ -38,14 +39,16 @@ pub struct ChannelId(pub u32);
 /// One channel with local subscribers: its name and its members' slab keys.
 #[derive(Debug)]
 struct ChannelEntry {
-    name: Box<str>,
+    /// Shared with `by_name`: one allocation per channel, and snapshots take a reference count
+    /// rather than a copy.
+    name: Arc<str>,
     members: Members,
 }
 
 /// Channel membership of one shard: channel name <-> dense id, and each channel's members.
 #[derive(Debug, Default)]
 pub struct Registry {
-    by_name: HashMap<Box<str>, ChannelId>,
+    by_name: HashMap<Arc<str>, ChannelId>,
     channels: Slab<ChannelEntry>,
 }
 
@@ -69,11 +72,12 @@ impl Registry {
         let id = ChannelId(u32::try_from(slot.key()).expect("more than u32::MAX channels"));
         let mut members = Members::new();
         members.insert(key);
+        let name: Arc<str> = Arc::from(name);
         slot.insert(ChannelEntry {
-            name: name.into(),
+            name: name.clone(),
             members,
         });
-        self.by_name.insert(name.into(), id);
+        self.by_name.insert(name, id);
         (id, true)
     }
 
@@ -138,6 +142,14 @@ impl Registry {
         self.channels
             .iter()
             .map(|(_, e)| (&*e.name, e.members.len()))
+    }
+
+    /// (name, subscriber count) of every channel with subscribers, the names shared: a snapshot
+    /// costs a reference count per channel, not a copy of its name.
+    pub fn iter_shared(&self) -> impl Iterator<Item = (Arc<str>, usize)> + '_ {
+        self.channels
+            .iter()
+            .map(|(_, e)| (e.name.clone(), e.members.len()))
     }
 
     /// Clears `key` from every channel in `channels` (the connection's own list) — must be called

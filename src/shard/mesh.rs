@@ -298,7 +298,9 @@ pub struct DirectMessage {
 pub struct ShardSnapshot {
     pub shard: usize,
     pub connections: u64,
-    pub channels: Vec<(Box<str>, u64)>,
+    /// Local subscribers per stream; a per-user stream (`bankroll/u1`) is named by its key, so
+    /// readers map it to the channel with [`crate::protocol::wire_name`].
+    pub channels: Vec<(Arc<str>, u64)>,
 }
 
 /// Result of one channel of a publish (PROTOCOL.md §7).

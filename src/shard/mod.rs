@@ -987,8 +987,8 @@ impl Shard {
             connections: self.conns.len() as u64,
             channels: self
                 .registry
-                .iter()
-                .map(|(name, n)| (Box::from(crate::protocol::wire_name(name)), n as u64))
+                .iter_shared()
+                .map(|(name, n)| (name, n as u64))
                 .collect(),
         }
     }

@@ -109,7 +109,13 @@ fn merge(snaps: Vec<super::mesh::ShardSnapshot>) -> Vec<(String, u64)> {
     let mut merged: std::collections::BTreeMap<String, u64> = Default::default();
     for s in snaps {
         for (c, n) in s.channels {
-            *merged.entry(String::from(c)).or_default() += n;
+            let name = crate::protocol::wire_name(&c);
+            match merged.get_mut(name) {
+                Some(total) => *total += n,
+                None => {
+                    merged.insert(name.to_owned(), n);
+                }
+            }
         }
     }
     merged.into_iter().collect()
