@@ -52,6 +52,11 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(shards, "huddle listening on {}", server.addr);
+    tracing::info!(
+        "dashboard: http://{}/ (enter the API key there for the server's numbers); JavaScript client: http://{}/huddle.js",
+        server.addr,
+        server.addr
+    );
     signals.wait(&server);
     tracing::info!(?grace, "signal received: closing connections with 1001");
     server.shutdown();
