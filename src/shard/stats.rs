@@ -64,6 +64,7 @@ async fn sample_forever(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut table: Option<(Instant, Vec<(String, u64)>)> = None;
+    let channel: Arc<str> = Arc::from(STATS_CHANNEL);
     while !shared.shutdown.is_triggered() {
         tick.tick().await;
         window.push(shared.metrics.sample());
@@ -97,7 +98,7 @@ async fn sample_forever(shared: Arc<Shared>) {
         });
         for inbox in &shared.inboxes {
             let _ = inbox.send(ShardMsg::Push {
-                channel: Arc::from(STATS_CHANNEL),
+                channel: channel.clone(),
                 frame: frame.clone(),
             });
         }
