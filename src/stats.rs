@@ -36,8 +36,29 @@ pub struct Extra {
     pub users: u64,
     pub uptime_seconds: u64,
     pub shard_connections: Vec<u64>,
-    /// From the latest snapshot of every shard: channels with subscribers, by channel.
-    pub channels: Option<Vec<(String, u64)>>,
+    /// From the latest snapshot of every shard.
+    pub channels: Option<ChannelTable>,
+}
+
+/// Channels with subscribers, reduced once per snapshot to what a push shows: how many, and
+/// the [`TOP_CHANNELS`] with the most subscribers (then by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelTable {
+    pub count: usize,
+    pub top: Vec<(String, u64)>,
+}
+
+impl ChannelTable {
+    /// From (channel, subscribers) over every shard, one entry per channel.
+    pub fn new(mut channels: Vec<(String, u64)>) -> ChannelTable {
+        let count = channels.len();
+        channels.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        channels.truncate(TOP_CHANNELS);
+        ChannelTable {
+            count,
+            top: channels,
+        }
+    }
 }
 
 /// The last minute of samples.
@@ -117,10 +138,8 @@ impl Window {
     pub fn data(&self, extra: &Extra) -> Value {
         let last = self.samples.back().cloned().unwrap_or_default();
         let seconds = |q| self.latency_quantile(q).filter(|v| v.is_finite());
-        let mut top: Vec<(String, u64)> = extra.channels.clone().unwrap_or_default();
-        let channel_count = extra.channels.as_ref().map(Vec::len);
-        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        top.truncate(TOP_CHANNELS);
+        let top = extra.channels.as_ref().map_or(&[][..], |t| &t.top[..]);
+        let channel_count = extra.channels.as_ref().map(|t| t.count);
         json!({
             "connections": last.connections,
             "users": extra.users,
@@ -227,7 +246,7 @@ mod tests {
             (0..80).map(|i| (format!("c{i:02}"), i % 7)).collect();
         channels.push(("odds".into(), 1000));
         let d = w.data(&Extra {
-            channels: Some(channels),
+            channels: Some(ChannelTable::new(channels)),
             ..Extra::default()
         });
         assert_eq!(d["channels"], 81);

@@ -20,6 +20,17 @@ struct BrowserProbe {
 
 const REPORT: &str = "__probe ";
 
+impl BrowserProbe {
+    /// A fresh browser for one probe; None (skipped) without Chromium outside CI.
+    async fn launch() -> Option<BrowserProbe> {
+        let bin = chromium()?;
+        Some(BrowserProbe {
+            browser: Browser::launch(&bin).await,
+            started: false,
+        })
+    }
+}
+
 impl ProbeHost for BrowserProbe {
     async fn command(&mut self, cmd: Value) {
         let cmd_js = serde_json::to_string(&cmd.to_string()).expect("command as a JS string");
@@ -68,20 +79,16 @@ impl ProbeHost for BrowserProbe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_using_huddle_js_recovers_after_the_server_closes_its_connection() {
-    let Some(bin) = chromium() else { return };
-    let mut probe = BrowserProbe {
-        browser: Browser::launch(&bin).await,
-        started: false,
+    let Some(mut probe) = BrowserProbe::launch().await else {
+        return;
     };
     jsprobe::server_close_scenario(&mut probe).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_using_huddle_js_recovers_across_a_cut_and_is_told_of_a_restart() {
-    let Some(bin) = chromium() else { return };
-    let mut probe = BrowserProbe {
-        browser: Browser::launch(&bin).await,
-        started: false,
+    let Some(mut probe) = BrowserProbe::launch().await else {
+        return;
     };
     jsprobe::reconnect_scenario(&mut probe).await;
     // Only the failed reconnects while the server was down may have logged errors.

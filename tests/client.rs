@@ -643,14 +643,7 @@ async fn an_api_key_client_publishes_and_reads_the_servers_stats_with_the_key_ou
 /// arrives once, in order, after `recovered:true`.
 #[tokio::test]
 async fn the_server_closing_the_connection_loses_nothing() {
-    let server = Server::start(&[
-        "--history-size",
-        "1000",
-        "--heartbeat-interval",
-        "30s",
-        "--heartbeat-timeout",
-        "1s",
-    ]);
+    let server = Server::start(support::jsprobe::SERVER_CLOSE_ARGS);
     let proxy = Proxy::start(server.addr).await;
     let silent = Duration::from_secs(3600);
     let options = Options {

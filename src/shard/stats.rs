@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::mesh::ShardMsg;
 use super::{encode, publish, Shard, Shared};
 use crate::protocol::{OutMessage, STATS_CHANNEL};
-use crate::stats::{Extra, Window};
+use crate::stats::{ChannelTable, Extra, Window};
 
 /// One sample, one push.
 const EVERY: Duration = Duration::from_secs(1);
@@ -63,7 +63,7 @@ async fn sample_forever(shared: Arc<Shared>) {
     let mut window = Window::new(crate::metrics::LATENCY_BOUNDS.to_vec());
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut table: Option<(Instant, Vec<(String, u64)>)> = None;
+    let mut table: Option<(Instant, ChannelTable)> = None;
     let channel: Arc<str> = Arc::from(STATS_CHANNEL);
     while !shared.shutdown.is_triggered() {
         tick.tick().await;
@@ -76,7 +76,7 @@ async fn sample_forever(shared: Arc<Shared>) {
             .is_none_or(|(at, _)| at.elapsed() >= TABLE_EVERY)
         {
             if let Ok(snaps) = publish::snapshots(&shared).await {
-                table = Some((Instant::now(), merge(snaps)));
+                table = Some((Instant::now(), ChannelTable::new(merge(snaps))));
             }
         }
         let extra = Extra {

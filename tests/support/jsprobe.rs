@@ -291,18 +291,22 @@ pub async fn reconnect_scenario<H: ProbeHost>(host: &mut H) {
     check_log(&run.log);
 }
 
+/// A server that keeps history and closes (4001) a client silent for one second: the server
+/// closing a connection on its own, with nothing of the channel lost.
+pub const SERVER_CLOSE_ARGS: &[&str] = &[
+    "--history-size",
+    "1000",
+    "--heartbeat-interval",
+    "30s",
+    "--heartbeat-timeout",
+    "1s",
+];
+
 /// The server itself closes the connection while keeping its history: a client that sends
 /// nothing (heartbeats off) is closed with 4001 after `--heartbeat-timeout`. Reconnects are held
 /// meanwhile, so messages 6..10 are published while it is away; it recovers them exactly once.
 pub async fn server_close_scenario<H: ProbeHost>(host: &mut H) {
-    let server = Server::start(&[
-        "--history-size",
-        "1000",
-        "--heartbeat-interval",
-        "30s",
-        "--heartbeat-timeout",
-        "1s",
-    ]);
+    let server = Server::start(SERVER_CLOSE_ARGS);
     let proxy = Proxy::start(server.addr).await;
     let mut run = Run {
         host,
